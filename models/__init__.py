@@ -1,0 +1,4 @@
+"""Model sizes of the paper (Table 10) and tiny ones for CPU, built with transformers from config."""
+from models.build import SIZES, ModelSize, build_model, parameter_report
+
+__all__ = ["SIZES", "ModelSize", "build_model", "parameter_report"]
