@@ -1,0 +1,209 @@
+"""The MoLS rule and its application to any torch optimizer whose param groups carry `module_class`.
+
+alpha_m = sqrt(SNR_ref / SNR_m), estimated once (by default at 1% of training), ramped linearly
+from 1 to alpha over the rest of warm-up, then fixed. The multiplier is applied inside optimizer
+step hooks: before `step()` each group's lr is multiplied by its class's multiplier, after it the
+lr is put back, so any schedule (ours, or a torch LR scheduler) stays in charge of the base lr.
+Slices of one tensor in different classes (GPT-2's fused QKV) get their *update* scaled instead:
+p_new = p_old + m_slice * (p_stepped - p_old), which for optimizers whose update is linear in the
+learning rate (Adam, AdamW, Muon, LAMB, Lion, ...) equals giving that slice its own lr.
+"""
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Iterable, Optional
+
+import torch
+
+from mols.groups import MIXED, Segment, classify
+from mols.snr import SNRMeasurement, default_loss, measure_module_snr
+
+UNSCALED = ("other", MIXED)  # classes that always keep multiplier 1
+AUTO_REFERENCE_CANDIDATES = ("qk", "vo", "mlp", "attn")
+
+
+def resolve_reference(module_snr: dict[str, float], reference: str) -> str:
+    """The class whose SNR anchors the scaling (its alpha is 1)."""
+    scaled = {c: s for c, s in module_snr.items() if c not in UNSCALED}
+    if not scaled:
+        raise ValueError("no module class with parameters to scale: does the model match the "
+                         "name patterns in mols/groups.py?")
+    if reference == "max":
+        candidates = scaled
+    elif reference == "auto":  # attention/MLP matrices: stable across models (paper, Sec. 7)
+        candidates = {c: s for c, s in scaled.items() if c.rsplit(".", 1)[-1] in AUTO_REFERENCE_CANDIDATES}
+    else:  # a class name; with per-layer groups "vo" means every layerN.vo
+        candidates = {c: s for c, s in scaled.items() if c == reference or c.endswith("." + reference)}
+    if not candidates:
+        raise ValueError(f"reference {reference!r} matches no module class with parameters; "
+                         f"classes: {', '.join(sorted(scaled))} (or use reference: max)")
+    return max(candidates, key=candidates.get)
+
+
+def compute_alphas(module_snr: dict[str, float], reference: str = "vo", min_alpha: float = 1.0,
+                   max_alpha: Optional[float] = None) -> tuple[dict[str, float], str]:
+    ref = resolve_reference(module_snr, reference)
+    ref_snr = module_snr[ref]
+    alphas = {}
+    for cls, snr in module_snr.items():
+        if cls in UNSCALED:
+            alphas[cls] = 1.0
+            continue
+        if not (snr > 0 and math.isfinite(snr) and ref_snr > 0):
+            warnings.warn(f"MoLS: class {cls} has SNR {snr} (reference {ref}: {ref_snr}); "
+                          f"its multiplier is set to {max_alpha or 1.0}")
+            alphas[cls] = max_alpha or 1.0
+            continue
+        alpha = max(min_alpha, math.sqrt(ref_snr / snr))
+        alphas[cls] = min(alpha, max_alpha) if max_alpha else alpha
+    return alphas, ref
+
+
+@dataclass
+class Ramp:
+    """Multipliers move linearly from `start_values` to `end_values` over updates [start, end)."""
+    start: int
+    end: int
+    start_values: dict[str, float]
+    end_values: dict[str, float]
+
+    def value(self, cls: str, step: int) -> float:
+        begin = self.start_values.get(cls, 1.0)
+        target = self.end_values.get(cls, 1.0)
+        if step < self.start:
+            return begin
+        fraction = 1.0 if self.end <= self.start else min(1.0, (step - self.start + 1) / (self.end - self.start))
+        return begin + (target - begin) * fraction
+
+
+@dataclass
+class Calibration:
+    step: int
+    module_snr: dict[str, float]
+    alphas: dict[str, float]
+    reference: str
+    gradient_samples: int
+    sequences: int
+    seconds: float
+
+    def table(self) -> str:
+        lines = [f"MoLS calibration at step {self.step}: {self.sequences} sequences in "
+                 f"{self.gradient_samples} gradient samples, {self.seconds:.1f}s; reference {self.reference}",
+                 f"  {'module':<14}{'SNR':>12}{'alpha':>9}"]
+        for cls in sorted(self.module_snr, key=lambda c: -self.module_snr[c]):
+            lines.append(f"  {cls:<14}{self.module_snr[cls]:>12.4g}{self.alphas[cls]:>9.3f}")
+        return "\n".join(lines)
+
+
+class MoLS:
+    """Module-wise learning-rate scaling via SNR.
+
+    Usage in any loop (see README):  mols = MoLS(model, optimizer, estimate_step=..., warmup_steps=...);
+    at step `mols.estimate_step` call `mols.calibrate(model, batches)`; call optimizer.step() as usual.
+    """
+
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
+                 estimate_step: int, warmup_steps: int, grouping: str = "modules", reference: str = "vo",
+                 min_alpha: float = 1.0, max_alpha: Optional[float] = None, estimator: str = "mean",
+                 stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
+                 reestimate_ramp_steps: int = 100):
+        inner = getattr(model, "module", model)
+        self.segments: list[Segment] = classify(inner.named_parameters(), grouping)
+        self.params = dict(inner.named_parameters())
+        self.fused = {}  # parameter name -> its sliced segments
+        for seg in self.segments:
+            if seg.dim is not None:
+                self.fused.setdefault(seg.name, []).append(seg)
+        self.estimate_step, self.warmup_steps = estimate_step, warmup_steps
+        self.reference, self.min_alpha, self.max_alpha = reference, min_alpha, max_alpha
+        self.estimator, self.stats_device = estimator, stats_device
+        self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
+        self.step = 0                       # optimizer updates taken (counted by the post-step hook)
+        self.ramp: Optional[Ramp] = None    # None until the first calibration
+        self.calibrations: list[Calibration] = []
+        self._hook_handles = []
+        if optimizer is not None:
+            self.attach(optimizer)
+
+    # -- when -------------------------------------------------------------------------------------
+    def calibration_due(self, step: int) -> bool:
+        if not self.calibrations:
+            return step >= self.estimate_step
+        last = self.calibrations[-1].step
+        return bool(self.reestimate_every) and step >= last + self.reestimate_every
+
+    # -- what -------------------------------------------------------------------------------------
+    def multiplier(self, module_class: str | None, step: Optional[int] = None) -> float:
+        if self.ramp is None or module_class is None or module_class in UNSCALED:
+            return 1.0
+        return self.ramp.value(module_class, self.step if step is None else step)
+
+    def multipliers(self, step: Optional[int] = None) -> dict[str, float]:
+        classes = sorted({s.module_class for s in self.segments} - set(UNSCALED))
+        return {c: self.multiplier(c, step) for c in classes}
+
+    def measure(self, model: torch.nn.Module, batches: Iterable[dict],
+                loss_fn: Callable = default_loss) -> SNRMeasurement:
+        """Module SNRs now, without changing anything (for SNR tracking over training)."""
+        return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn,
+                                  stats_device=self.stats_device, estimator=self.estimator)
+
+    def calibrate(self, model: torch.nn.Module, batches: Iterable[dict],
+                  loss_fn: Callable = default_loss) -> Calibration:
+        """Estimate module SNRs now and start ramping towards the new alphas."""
+        step = self.step
+        result = self.measure(model, batches, loss_fn)
+        alphas, ref = compute_alphas(result.module_snr, self.reference, self.min_alpha, self.max_alpha)
+        if self.calibrations:  # re-estimation: from the current multipliers, over a fixed window
+            end = step + self.reestimate_ramp_steps
+        else:                  # the paper: from 1 to alpha over the remaining warm-up
+            end = max(self.warmup_steps, step)
+        current = {c: self.multiplier(c, step) for c in alphas}
+        self.ramp = Ramp(step, end, current, alphas)
+        calibration = Calibration(step, result.module_snr, alphas, ref, result.gradient_samples,
+                                  result.sequences, result.seconds)
+        self.calibrations.append(calibration)
+        return calibration
+
+    # -- how --------------------------------------------------------------------------------------
+    def attach(self, optimizer: torch.optim.Optimizer) -> None:
+        """Scale every step of `optimizer` (groups without `module_class` are left alone)."""
+        saved_lrs: list[float] = []
+        snapshots: dict[str, torch.Tensor] = {}
+
+        def pre_step(opt, args, kwargs):
+            saved_lrs[:] = [g["lr"] for g in opt.param_groups]
+            for group in opt.param_groups:
+                group["lr"] = group["lr"] * self.multiplier(group.get("module_class"))
+            snapshots.clear()
+            for name, segs in self.fused.items():
+                if any(self.multiplier(s.module_class) != 1.0 for s in segs):
+                    snapshots[name] = self.params[name].detach().clone()
+
+        @torch.no_grad()
+        def post_step(opt, args, kwargs):
+            for name, before in snapshots.items():
+                after = self.params[name]
+                for seg in self.fused[name]:
+                    old, new = seg.view(before), seg.view(after)
+                    new.copy_(old + self.multiplier(seg.module_class) * (new - old))
+            snapshots.clear()
+            for group, lr in zip(opt.param_groups, saved_lrs):
+                group["lr"] = lr
+            self.step += 1
+
+        self._hook_handles += [optimizer.register_step_pre_hook(pre_step),
+                               optimizer.register_step_post_hook(post_step)]
+
+    # -- state ------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"step": self.step,
+                "ramp": None if self.ramp is None else asdict(self.ramp),
+                "calibrations": [asdict(c) for c in self.calibrations]}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.step = int(state["step"])
+        self.ramp = None if state["ramp"] is None else Ramp(**state["ramp"])
+        self.calibrations = [Calibration(**c) for c in state["calibrations"]]

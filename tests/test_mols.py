@@ -1,0 +1,260 @@
+import copy
+import math
+import os
+import tempfile
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+
+from models import build_model
+from mols import GROUPINGS, MoLS, classify, compute_alphas, measure_module_snr, param_groups
+from mols.groups import MIXED
+from mols.scaling import Ramp
+from mols.snr import GradientMoments
+
+
+# ---------------------------------------------------------------- the estimator
+
+def synthetic_params(shapes):
+    return {f"p{i}": torch.nn.Parameter(torch.zeros(shape)) for i, shape in enumerate(shapes)}
+
+
+def test_estimator_recovers_known_module_snr():
+    torch.manual_seed(0)
+    params = synthetic_params([(64, 32)])
+    mu = torch.linspace(-1, 1, 64 * 32).reshape(64, 32)
+    sigma = torch.linspace(0.5, 2.0, 64 * 32).reshape(64, 32)
+    moments = GradientMoments(params)
+    for _ in range(4000):
+        params["p0"].grad = mu + sigma * torch.randn_like(mu)
+        moments.add_current_grads()
+    true_snr = float((mu.square() / sigma.square()).mean())
+    (segment,) = classify(params.items())
+    estimate = moments.module_snr([segment])[segment.module_class]
+    # E[mu_hat^2 / var_hat] exceeds the truth by about 1/K per element: well inside 3%
+    assert estimate == pytest.approx(true_snr, rel=0.03)
+
+
+def test_streamed_moments_equal_the_direct_computation():
+    torch.manual_seed(1)
+    params = synthetic_params([(7, 5), (11,)])
+    samples = {n: torch.randn(9, *p.shape) * 3 + 1 for n, p in params.items()}
+    samples["p0"][:, 0, 0] = 0.25  # zero variance: SNR defined as 0
+    moments = GradientMoments(params)
+    for k in range(9):
+        for n, p in params.items():
+            p.grad = samples[n][k].clone()
+        moments.add_current_grads()
+    for n in params:
+        mean, var = samples[n].mean(0), samples[n].var(0, unbiased=True)
+        direct = torch.where(var > 0, mean.square() / var, torch.zeros_like(var))
+        torch.testing.assert_close(moments.element_snr(n), direct, rtol=1e-4, atol=1e-6)
+    assert moments.element_snr("p0")[0, 0] == 0
+
+
+def test_median_estimator():
+    params = synthetic_params([(3,)])
+    moments = GradientMoments(params)
+    for g in ([1.0, 0.0, 2.0], [1.0, 2.0, 4.0], [1.0, 1.0, 0.0]):
+        params["p0"].grad = torch.tensor(g)
+        moments.add_current_grads()
+    (segment,) = classify(params.items())
+    snr = moments.element_snr("p0")
+    assert moments.module_snr([segment], "median")[segment.module_class] == pytest.approx(float(snr.median()))
+
+
+def fixed_batches(vocab=64, count=8, batch=2, length=16, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(count):
+        ids = torch.randint(0, vocab, (batch, length), generator=gen)
+        out.append({"input_ids": ids, "labels": ids})
+    return out
+
+
+def test_measurement_leaves_the_model_untouched():
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    before = copy.deepcopy(model.state_dict())
+    model.lm_head.weight.grad = torch.ones_like(model.lm_head.weight)
+    result = measure_module_snr(model, fixed_batches(), classify(model.named_parameters()))
+    assert set(result.module_snr) == {"emb", "head", "qk", "vo", "mlp", "other"}
+    assert result.gradient_samples == 8 and result.sequences == 16
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name])
+    assert torch.equal(model.lm_head.weight.grad, torch.ones_like(model.lm_head.weight))
+    assert model.model.embed_tokens.weight.grad is None
+
+
+def _ddp_worker(rank, world, init_file, out_file):
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = torch.nn.parallel.DistributedDataParallel(build_model("llama_micro", 64))
+    batches = fixed_batches()[rank::world]
+    result = measure_module_snr(model, batches, classify(model.module.named_parameters()))
+    if rank == 0:
+        torch.save({"snr": result.module_snr, "samples": result.gradient_samples, "seqs": result.sequences}, out_file)
+    dist.destroy_process_group()
+
+
+def test_two_process_estimate_equals_one_process_estimate():
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    single = measure_module_snr(model, fixed_batches(), classify(model.named_parameters()))
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, "out.pt")
+        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2)
+        pooled = torch.load(out)
+    assert pooled["samples"] == single.gradient_samples and pooled["seqs"] == single.sequences
+    for cls, value in single.module_snr.items():
+        assert pooled["snr"][cls] == pytest.approx(value, rel=1e-4)
+
+
+# ---------------------------------------------------------------- the rule and the ramp
+
+def test_alpha_rule_with_vo_reference():
+    alphas, ref = compute_alphas({"emb": 0.01, "head": 0.04, "qk": 0.5, "vo": 1.0, "mlp": 0.25, "other": 0.1})
+    assert ref == "vo"
+    assert alphas == pytest.approx({"emb": 10.0, "head": 5.0, "qk": math.sqrt(2), "vo": 1.0, "mlp": 2.0, "other": 1.0})
+
+
+def test_min_alpha_keeps_modules_above_the_reference_unchanged_and_max_reference():
+    snr = {"emb": 0.01, "head": 4.0, "vo": 1.0, "qk": 1.0, "mlp": 1.0}
+    alphas, _ = compute_alphas(snr, "vo", min_alpha=1.0)
+    assert alphas["head"] == 1.0 and alphas["emb"] == pytest.approx(10.0)
+    alphas, _ = compute_alphas(snr, "vo", min_alpha=0.0)
+    assert alphas["head"] == pytest.approx(0.5)
+    alphas, ref = compute_alphas(snr, "max")
+    assert ref == "head" and alphas["vo"] == pytest.approx(2.0) and alphas["emb"] == pytest.approx(20.0)
+    alphas, ref = compute_alphas(snr, "auto")
+    assert ref in ("qk", "vo", "mlp")
+    alphas, _ = compute_alphas(snr, "vo", max_alpha=5.0)
+    assert alphas["emb"] == 5.0
+
+
+def test_missing_reference_class_is_a_clear_error():
+    with pytest.raises(ValueError, match="reference 'vo' matches no module class"):
+        compute_alphas({"attn": 1.0, "mlp": 0.5}, "vo")
+
+
+def test_ramp_goes_linearly_from_one_to_alpha_over_the_rest_of_warmup():
+    ramp = Ramp(start=10, end=20, start_values={"emb": 1.0}, end_values={"emb": 3.0})
+    assert ramp.value("emb", 9) == 1.0
+    assert ramp.value("emb", 10) == pytest.approx(1.2)
+    assert ramp.value("emb", 14) == pytest.approx(2.0)
+    assert ramp.value("emb", 19) == pytest.approx(3.0)
+    assert ramp.value("emb", 500) == pytest.approx(3.0)
+    assert ramp.value("unknown", 15) == 1.0
+
+
+def train_steps(model, optimizer, batches):
+    for batch in batches:
+        model(**batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+
+
+def test_multipliers_scale_group_learning_rates_only_during_the_step():
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=1e-3)
+    mols = MoLS(model, optimizer, estimate_step=1, warmup_steps=4)
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, a, k: seen.append({g["module_class"]: g["lr"] for g in opt.param_groups}))
+    mols.ramp = Ramp(0, 1, {}, {"emb": 4.0, "head": 2.0})
+    train_steps(model, optimizer, fixed_batches(count=1))
+    assert seen[0]["emb"] == pytest.approx(4e-3) and seen[0]["head"] == pytest.approx(2e-3)
+    assert seen[0]["mlp"] == pytest.approx(1e-3) and seen[0]["other"] == pytest.approx(1e-3)
+    assert all(g["lr"] == 1e-3 for g in optimizer.param_groups)  # restored after the step
+    assert mols.step == 1
+
+
+def test_gpt2_fused_slice_scaling_equals_per_slice_learning_rates():
+    torch.manual_seed(0)
+    base = build_model("gpt2_micro", 64)
+    batch = fixed_batches(count=1)
+    name = "transformer.h.0.attn.c_attn.weight"
+    lr, m_qk, m_vo = 1e-2, 3.0, 1.5
+
+    def one_step(model, groups, mols_ramp=None):
+        optimizer = torch.optim.AdamW(groups, lr=lr, weight_decay=0.1)
+        if mols_ramp is not None:
+            mols = MoLS(model, optimizer, estimate_step=0, warmup_steps=1)
+            mols.ramp = mols_ramp
+        train_steps(model, optimizer, batch)
+        return dict(model.named_parameters())[name].detach()
+
+    scaled_model = copy.deepcopy(base)
+    groups = param_groups(scaled_model)
+    assert any(g["module_class"] == MIXED for g in groups)
+    scaled = one_step(scaled_model, groups, Ramp(0, 1, {}, {"qk": m_qk, "vo": m_vo}))
+
+    def reference(multiplier):  # the whole fused tensor at one learning rate
+        model = copy.deepcopy(base)
+        fused = dict(model.named_parameters())[name]
+        rest = [p for n, p in model.named_parameters() if n != name]
+        return one_step(model, [{"params": rest, "lr": 0.0, "weight_decay": 0.0},
+                                {"params": [fused], "lr": lr * multiplier}])
+
+    width = scaled.shape[1] // 3
+    torch.testing.assert_close(scaled[:, :2 * width], reference(m_qk)[:, :2 * width], rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(scaled[:, 2 * width:], reference(m_vo)[:, 2 * width:], rtol=1e-5, atol=1e-7)
+
+
+# ---------------------------------------------------------------- grouping
+
+@pytest.mark.parametrize("arch", ["llama_micro", "gpt2_micro", "qwen2_micro"])
+@pytest.mark.parametrize("grouping", sorted(GROUPINGS))
+def test_every_parameter_lands_in_exactly_one_class(arch, grouping):
+    model = build_model(arch, 64)
+    params = dict(model.named_parameters())
+    covered = {n: torch.zeros(p.shape, dtype=torch.int) for n, p in params.items()}
+    for seg in classify(model.named_parameters(), grouping):
+        seg.view(covered[seg.name]).add_(1)
+    for name, count in covered.items():
+        assert torch.all(count == 1), name
+    groups = param_groups(model, grouping)
+    in_groups = [id(p) for g in groups for p in g["params"]]
+    assert sorted(in_groups) == sorted(id(p) for p in params.values())
+
+
+def test_module_classes_of_the_paper():
+    classes = {s.name: s.module_class for s in classify(build_model("llama_micro", 64).named_parameters())}
+    assert classes["model.embed_tokens.weight"] == "emb" and classes["lm_head.weight"] == "head"
+    assert classes["model.layers.0.self_attn.q_proj.weight"] == "qk"
+    assert classes["model.layers.1.self_attn.o_proj.weight"] == "vo"
+    assert classes["model.layers.0.mlp.gate_proj.weight"] == "mlp"
+    assert classes["model.norm.weight"] == "other"
+    layered = {s.name: s.module_class for s in classify(build_model("llama_micro", 64).named_parameters(), "layers")}
+    assert layered["model.layers.1.self_attn.v_proj.weight"] == "layer1.vo"
+    ablation = {s.module_class for s in classify(build_model("llama_micro", 64).named_parameters(), "attn_mlp")}
+    assert ablation == {"attn", "mlp", "other"}
+
+
+# ---------------------------------------------------------------- state
+
+def test_resume_in_the_middle_of_the_ramp_continues_with_identical_multipliers():
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=1e-3)
+    mols = MoLS(model, optimizer, estimate_step=2, warmup_steps=10)
+    batches = fixed_batches(count=12)
+    for step in range(5):
+        if mols.calibration_due(step):
+            mols.calibrate(model, batches[:4])
+        train_steps(model, optimizer, batches[step:step + 1])
+    saved = torch.load(_roundtrip(mols.state_dict()), weights_only=True)
+    resumed = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=2, warmup_steps=10)
+    resumed.load_state_dict(saved)
+    assert not resumed.calibration_due(5)
+    for step in range(5, 12):
+        assert resumed.multipliers(step) == mols.multipliers(step)
+    assert resumed.multipliers(9)["emb"] == pytest.approx(mols.calibrations[0].alphas["emb"])
+
+
+def _roundtrip(state):
+    path = os.path.join(tempfile.mkdtemp(), "mols.pt")
+    torch.save(state, path)
+    return path
