@@ -1,7 +1,7 @@
 """Pre-train a language model, optionally with MoLS, from a YAML config.
 
     python train.py --config configs/quickstart.yaml [--set optimizer.lr=2.5e-3 ...]
-    torchrun --nproc_per_node 8 train.py --config configs/table1/llama_60m-adamw.yaml
+    torchrun --nproc_per_node 8 train.py --config configs/paper/llama_60m.yaml --config configs/paper/methods/adamw.yaml
 
 Read top to bottom: set-up (config, processes, run directory, data, model, optimizer, MoLS), the
 loop (MoLS calibration, learning rate, accumulated micro-batches, clipping, step), evaluation and
@@ -100,7 +100,8 @@ def prepare_run_dir(cfg: Config, is_main: bool) -> tuple[Path, Path | None]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", help="YAML config (may name a `base:` config)")
+    parser.add_argument("--config", action="append", default=[],
+                        help="YAML config (may name `base:` configs); repeat to layer several, later ones win")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optimizer.lr=2.5e-3 (repeatable)")
     args = parser.parse_args(argv)

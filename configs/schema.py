@@ -207,8 +207,15 @@ def apply_overrides(tree: dict, overrides: list[str]) -> dict:
     return tree
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
-    tree = read_yaml_tree(path) if path else {}
+def load_config(paths: str | Path | list | None = None, overrides: list[str] | None = None) -> Config:
+    """Merge the config files in order (later ones win), then the overrides, then validate."""
+    if paths is None:
+        paths = []
+    elif isinstance(paths, (str, Path)):
+        paths = [paths]
+    tree: dict = {}
+    for path in paths:
+        tree = _deep_merge(tree, read_yaml_tree(path))
     tree = apply_overrides(tree, overrides or [])
     return validate(tree)
 
@@ -361,20 +368,23 @@ def _check_values(cfg: Config, problems: list[str]) -> None:
 def validate(tree: dict) -> Config:
     problems: list[str] = []
     cfg = _build(Config, tree, "", problems)
-    if not problems:  # value checks assume the types are right
+    # Value checks run even after type problems (each guards its own types), so one pass shows all.
+    try:
         _check_values(cfg, problems)
-        from models import SIZES  # late import: models imports nothing from here
-        if cfg.model.size not in SIZES:
-            hint = difflib.get_close_matches(cfg.model.size, list(SIZES), n=1)
-            problems.append(f"model.size: unknown size {cfg.model.size!r}"
-                            + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(SIZES)})"))
-        from optimizers import check_optimizer_config
-        problems += check_optimizer_config(cfg.optimizer)
-        from mols.groups import GROUPINGS
-        if cfg.mols.grouping not in GROUPINGS:
-            hint = difflib.get_close_matches(cfg.mols.grouping, list(GROUPINGS), n=1)
-            problems.append(f"mols.grouping: unknown grouping {cfg.mols.grouping!r}"
-                            + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(GROUPINGS)})"))
+    except (TypeError, ValueError, AttributeError):
+        pass
+    from models import SIZES  # late imports: those packages import nothing from here
+    if isinstance(cfg.model.size, str) and cfg.model.size not in SIZES:
+        hint = difflib.get_close_matches(cfg.model.size, list(SIZES), n=1)
+        problems.append(f"model.size: unknown size {cfg.model.size!r}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(SIZES)})"))
+    from optimizers import check_optimizer_config
+    problems += check_optimizer_config(cfg.optimizer)
+    from mols.groups import GROUPINGS
+    if isinstance(cfg.mols.grouping, str) and cfg.mols.grouping not in GROUPINGS:
+        hint = difflib.get_close_matches(cfg.mols.grouping, list(GROUPINGS), n=1)
+        problems.append(f"mols.grouping: unknown grouping {cfg.mols.grouping!r}"
+                        + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(GROUPINGS)})"))
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError(list(dict.fromkeys(problems)))
     return cfg

@@ -1,0 +1,104 @@
+"""End-to-end behaviour of train.py on the embedded corpus with a micro LLaMA (CPU, seconds each)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import train
+from training.records import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["model.size=llama_micro", "data.tokenizer=embedded-8k", "data.seq_len=32", "data.val_tokens=4000",
+        "train.global_batch=8", "train.micro_batch=4", "train.log_every=5", "optimizer.lr=5e-3",
+        "mols.samples=32", "train.threads=1"]
+
+
+def run_train(tmp_path, *overrides, name="run"):
+    args = ["--config", str(ROOT / "configs" / "quickstart.yaml")]
+    for item in [*TINY, f"run.out_dir={tmp_path}", f"run.name={name}", *overrides]:
+        args += ["--set", item]
+    return train.main(args)
+
+
+def final_state(run_dir: Path) -> dict:
+    latest = sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1]
+    return torch.load(latest, weights_only=True)
+
+
+def test_a_tiny_run_learns_and_leaves_a_complete_run_directory(tmp_path):
+    assert run_train(tmp_path, "train.steps=40", "train.eval_every=20") == 0
+    run_dir = tmp_path / "run"
+    for name in ["config.yaml", "environment.json", "metrics.jsonl", "summary.json"]:
+        assert (run_dir / name).exists(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert {"final_val_loss", "final_val_ppl", "tokens_seen", "wall_time_s"} <= set(summary)
+    assert summary["tokens_seen"] == 40 * 8 * 32
+    val = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "val"]
+    assert [r["step"] for r in val] == [0, 20, 40]
+    assert val[-1]["val_loss"] < val[0]["val_loss"] - 1.5  # from ~ln(8000) = 9.0
+    env = json.loads((run_dir / "environment.json").read_text())
+    assert env["packages"]["torch"].startswith("2.13") and "commit" in env["git"]
+
+
+def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
+    common = ["train.steps=16", "train.checkpoint_every=8", "train.eval_every=8", "mols.enabled=true",
+              "mols.estimate_at=2", "train.warmup_steps=12"]  # the MoLS ramp spans the interruption
+    assert run_train(tmp_path, *common, name="straight") == 0
+    assert run_train(tmp_path, *common, name="interrupted") == 0
+    interrupted = tmp_path / "interrupted"
+    # simulate a kill after the step-8 checkpoint: drop everything written later
+    (interrupted / "checkpoints" / "step_0000016.pt").unlink()
+    (interrupted / "summary.json").unlink()
+    assert run_train(tmp_path, *common, "run.resume=auto", name="interrupted") == 0
+    straight, resumed = final_state(tmp_path / "straight"), final_state(interrupted)
+    for key, tensor in straight["model"].items():
+        assert torch.equal(tensor, resumed["model"][key]), key
+    assert straight["mols"]["ramp"] == resumed["mols"]["ramp"]  # the same multipliers, step for step
+    assert straight["mols"]["step"] == resumed["mols"]["step"] == 16
+    a = json.loads((tmp_path / "straight" / "summary.json").read_text())
+    b = json.loads((interrupted / "summary.json").read_text())
+    assert a["final_val_loss"] == b["final_val_loss"] and a["tokens_seen"] == b["tokens_seen"]
+
+
+def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
+    assert run_train(tmp_path, "train.steps=4") == 0
+    before = (tmp_path / "run" / "summary.json").read_bytes()
+    assert run_train(tmp_path, "train.steps=4") == 2
+    assert "run.resume=auto" in capsys.readouterr().err
+    assert (tmp_path / "run" / "summary.json").read_bytes() == before
+
+
+def test_mols_run_reports_its_calibration(tmp_path):
+    assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1",
+                     "mols.track_every=4", "mols.track_samples=8") == 0
+    run_dir = tmp_path / "run"
+    records = read_metrics(run_dir / "metrics.jsonl")
+    (calibration,) = [r for r in records if r["kind"] == "mols_calibration"]
+    assert calibration["step"] == 1 and calibration["sequences"] == 32
+    assert set(calibration["alphas"]) >= {"emb", "head", "qk", "vo", "mlp"}
+    assert all(a >= 1.0 for a in calibration["alphas"].values())
+    assert [r["step"] for r in records if r["kind"] == "snr"] == [0, 4, 8]
+    assert json.loads((run_dir / "mols.json").read_text())["calibrations"][0]["step"] == 1
+
+
+@pytest.mark.skipif(os.cpu_count() < 2, reason="two processes need two cores to finish quickly")
+def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
+    common = ["train.steps=6", "data.packing=false", "train.eval_every=100"]
+    assert run_train(tmp_path, *common, name="single") == 0
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+            str(ROOT / "train.py"), "--config", str(ROOT / "configs" / "quickstart.yaml")]
+    for item in [*TINY, *common, f"run.out_dir={tmp_path}", "run.name=ddp"]:
+        args += ["--set", item]
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    single, ddp = final_state(tmp_path / "single"), final_state(tmp_path / "ddp")
+    for key, tensor in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], tensor, rtol=1e-4, atol=1e-5)
+    a = json.loads((tmp_path / "single" / "summary.json").read_text())
+    b = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert b["final_val_loss"] == pytest.approx(a["final_val_loss"], rel=1e-4)
