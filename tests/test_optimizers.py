@@ -66,6 +66,31 @@ def test_loss_falls(method):
     assert losses[-1] < 0.9 * losses[0], f"{method}: {losses[0]:.3f} -> {losses[-1]:.3f}"
 
 
+@pytest.mark.parametrize("method", METHODS)
+def test_mols_variant_trains_and_scales_every_method(method):
+    """`mols.enabled: true` on top of any method: calibrate, ramp, and the loss still falls."""
+    from mols import MoLS
+
+    model = make_model()
+    optimizer = make_optimizer(model, method)
+    mols = MoLS(model, optimizer, estimate_step=2, warmup_steps=6, reference="max")
+    batches = make_batches()
+    seen = []
+    optimizer.register_step_pre_hook(lambda opt, a, k: seen.append(
+        {g["module_class"]: g["lr"] / g["base_lr"] for g in opt.param_groups}))
+    losses = []
+    for step in range(30):
+        if mols.calibration_due(step):
+            mols.calibrate(model, [{"input_ids": b, "labels": b} for b in batches])
+        losses += train(model, optimizer, batches, steps=1, start=step)
+    assert losses[-1] < 0.9 * losses[0], f"{method}+MoLS: {losses[0]:.3f} -> {losses[-1]:.3f}"
+    alphas = mols.calibrations[0].alphas
+    # the multiplier reached every group of its class (hooks registered before ours ran first)
+    for cls, alpha in alphas.items():
+        if cls in seen[-1] and cls != "other":
+            assert seen[-1][cls] == pytest.approx(alpha), (cls, seen[-1][cls], alpha)
+
+
 def assert_groups_cover_model(model, optimizer, input_groups):
     class_of = {id(p): g["module_class"] for g in input_groups for p in g["params"]}
     placed: dict[int, int] = {}
