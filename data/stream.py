@@ -1,0 +1,418 @@
+"""Training micro-batches with resumable state, and the fixed validation batches.
+
+Order of the training documents, per rank:
+
+- embedded: the corpus is tokenized once per tokenizer and cached as flat .npy arrays (tokens +
+  document offsets). Each epoch is a seeded permutation of the train documents; rank r takes
+  documents r, r+W, r+2W, ... of it (the permutation is cut to a multiple of W so that ranks stay
+  in step and never share a document within an epoch).
+- local / c4 / openwebtext (streamed): `IterableDataset.shuffle(seed, buffer_size=data.shuffle_buffer)`
+  then `datasets.distributed.split_dataset_by_node` (the reference harness's pipeline).
+  Tokenization runs in `data.num_workers` DataLoader worker processes: the rank's stream is cut
+  into blocks of BLOCK_DOCS documents and worker w tokenizes blocks w, w+N, ...; the DataLoader
+  hands them back in block order, so the batches do not depend on the number of workers and the
+  main process only packs ready token arrays. Every worker reads (but does not tokenize) the
+  whole stream of its rank.
+
+Epoch e of stream `seed_offset` uses shuffle seed `epoch_seed(data.shuffle_seed, seed_offset, e)`:
+exactly `data.shuffle_seed` for the first epoch of the main stream (as in the reference harness),
+a SeedSequence-derived seed otherwise, so extra streams (MoLS estimation samples, seed_offset > 0)
+and later epochs never repeat another stream's order.
+
+State: each yielded micro-batch comes with a small dict (ints and strings) that identifies the
+stream and holds the cursor (epoch, docs, offset) after the batch. `build_train_stream(...,
+state=that)` continues with exactly the next batch: embedded streams jump straight there;
+streamed sources rebuild the same shuffled order and `.skip(docs)` (the skipped documents are read
+and discarded again, so resuming deep into a large stream takes a while). Each rank has its own
+state; a checkpoint must keep all of them.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from dataclasses import dataclass
+from functools import partial
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from configs.schema import DataConfig
+from data.cache import atomic_path, write_json_atomic
+from data.embedded import load_embedded_corpus, read_texts
+from data.sequences import Cursor, Document, TokenSequence, build_sequences
+from data.sources import StreamSpec, hub_spec, local_spec, open_stream
+from data.tokenizer import DocumentEncoder, tokenizer_fingerprint
+
+STATE_FORMAT = 1
+BLOCK_DOCS = 256        # documents per tokenization job of a worker
+ENCODE_CHUNK = 2000     # documents per tokenizer call when pre-tokenizing
+IGNORE_INDEX = -100
+
+
+def epoch_seed(shuffle_seed: int, seed_offset: int, epoch: int) -> int:
+    if seed_offset == 0 and epoch == 0:
+        return shuffle_seed
+    return int(np.random.SeedSequence([shuffle_seed, seed_offset, epoch]).generate_state(1)[0])
+
+
+# --------------------------------------------------------------------------------------------
+# Embedded corpus, pre-tokenized
+# --------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TokenizedSplit:
+    tokens: np.ndarray    # all documents' ids back to back (uint16 or int32, memory-mapped)
+    offsets: np.ndarray   # int64[n_docs + 1]: document i is tokens[offsets[i]:offsets[i+1]]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def document(self, i: int) -> np.ndarray:
+        return self.tokens[self.offsets[i]: self.offsets[i + 1]]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
+
+
+def embedded_tokenized(encoder: DocumentEncoder, fingerprint: str) -> dict[str, TokenizedSplit]:
+    """Both splits of the embedded corpus as token arrays, tokenized on first use and cached under
+    `<corpus dir>/tokens-<tokenizer fingerprint>/` (info.json, written last, marks completion)."""
+    corpus = load_embedded_corpus()
+    directory = corpus.directory / f"tokens-{fingerprint}"
+    if not (directory / "info.json").is_file():
+        info = {"tokenizer": fingerprint, "documents": {}, "tokens": {}}
+        for split in ("train", "val"):
+            ids = []
+            texts = read_texts(corpus.split_path(split))
+            while chunk := list(itertools.islice(texts, ENCODE_CHUNK)):
+                ids += encoder.encode(chunk)
+            lengths = np.array([len(a) for a in ids], dtype=np.int64)
+            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+            tokens = np.concatenate(ids).astype(encoder.token_dtype) if ids else np.zeros(0, encoder.token_dtype)
+            for name, array in ((f"{split}.tokens.npy", tokens), (f"{split}.offsets.npy", offsets)):
+                with atomic_path(directory / name) as tmp, open(tmp, "wb") as f:
+                    np.save(f, array)
+            info["documents"][split] = len(ids)
+            info["tokens"][split] = int(offsets[-1])
+        write_json_atomic(directory / "info.json", info)
+    return {split: TokenizedSplit(np.load(directory / f"{split}.tokens.npy", mmap_mode="r"),
+                                  np.load(directory / f"{split}.offsets.npy"))
+            for split in ("train", "val")}
+
+
+def _embedded_documents(split: TokenizedSplit, start: Cursor, *, rank: int, world_size: int,
+                        shuffle_seed: int, seed_offset: int) -> Iterator[Document]:
+    per_rank = len(split) // world_size
+    if per_rank == 0:
+        raise ValueError(f"the embedded corpus has {len(split)} documents: too few for {world_size} ranks")
+    for epoch in itertools.count(start.epoch):
+        order = np.random.default_rng(epoch_seed(shuffle_seed, seed_offset, epoch)).permutation(len(split))
+        mine = order[rank: per_rank * world_size: world_size]
+        for index in range(start.docs if epoch == start.epoch else 0, per_rank):
+            yield Document(epoch, index, split.document(int(mine[index])))
+
+
+# --------------------------------------------------------------------------------------------
+# Streamed sources: tokenization in DataLoader workers
+# --------------------------------------------------------------------------------------------
+
+def _text_column(batch: dict, spec: StreamSpec) -> list:
+    if spec.text_field not in batch:
+        raise ValueError(f"{spec.describe()}: rows have no field {spec.text_field!r} "
+                         f"(fields: {', '.join(batch)}); set data.text_field")
+    return batch[spec.text_field]
+
+
+def _text_blocks(stream, spec: StreamSpec, first_index: int = 0) -> Iterator[tuple[int, list]]:
+    """(index of the block's first document, its texts) for blocks of BLOCK_DOCS rows.
+
+    Uses `.iter()` rather than iterating the dataset: inside a DataLoader worker, datasets would
+    otherwise give each worker only some of the shards, and we want every worker to see the
+    whole stream (each tokenizes its own blocks of it)."""
+    index = first_index
+    for batch in stream.iter(batch_size=BLOCK_DOCS):
+        texts = _text_column(batch, spec)
+        yield index, texts
+        index += len(texts)
+
+
+def _tokenize_block(encoder: DocumentEncoder, epoch: int, first_index: int, texts: list) -> list[Document]:
+    """Blank documents are dropped here but keep their place in the numbering."""
+    kept = [(first_index + j, text) for j, text in enumerate(texts) if isinstance(text, str) and text.strip()]
+    ids = encoder.encode([text for _, text in kept])
+    return [Document(epoch, index, a) for (index, _), a in zip(kept, ids)]
+
+
+class DocumentBlocks(IterableDataset):
+    """One rank's shuffled document stream, endless, as lists of tokenized `Document`s.
+
+    Blocks are consecutive runs of BLOCK_DOCS documents of the stream; in DataLoader worker w of
+    N only blocks w, w+N, ... are tokenized and yielded (possibly empty, when all were blank).
+    """
+
+    def __init__(self, spec: StreamSpec, encoder: DocumentEncoder, start: Cursor, *, rank: int,
+                 world_size: int, shuffle_seed: int, seed_offset: int, shuffle_buffer: int):
+        super().__init__()
+        self.spec, self.encoder, self.start = spec, encoder, start
+        self.rank, self.world_size = rank, world_size
+        self.shuffle_seed, self.seed_offset, self.shuffle_buffer = shuffle_seed, seed_offset, shuffle_buffer
+
+    def __iter__(self) -> Iterator[list[Document]]:
+        info = get_worker_info()
+        worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
+        for number, (epoch, first_index, texts) in enumerate(self._raw_blocks()):
+            if number % n_workers == worker:
+                yield _tokenize_block(self.encoder, epoch, first_index, texts)
+
+    def _raw_blocks(self) -> Iterator[tuple[int, int, list]]:
+        from datasets.distributed import split_dataset_by_node
+
+        base = open_stream(self.spec)
+        for epoch in itertools.count(self.start.epoch):
+            stream = base.shuffle(seed=epoch_seed(self.shuffle_seed, self.seed_offset, epoch),
+                                  buffer_size=self.shuffle_buffer)
+            stream = split_dataset_by_node(stream, rank=self.rank, world_size=self.world_size)
+            first_index = self.start.docs if epoch == self.start.epoch else 0
+            if first_index:
+                stream = stream.skip(first_index)
+            empty = True
+            for index, texts in _text_blocks(stream, self.spec, first_index):
+                empty = False
+                yield epoch, index, texts
+            if empty and first_index == 0:
+                raise ValueError(f"{self.spec.describe()}: no documents for rank {self.rank} of {self.world_size}")
+
+
+def _check_readable(spec: StreamSpec) -> None:
+    """Open the source and read one row, so that a missing dataset, an unreadable file or a
+    wrong text field fails here with a clear message rather than later inside a worker."""
+    for batch in open_stream(spec).iter(batch_size=1):
+        _text_column(batch, spec)
+        return
+    raise ValueError(f"{spec.describe()}: no documents")
+
+
+def _identity_collate(item):
+    return item
+
+
+def _streamed_documents(blocks: DocumentBlocks, num_workers: int) -> Iterator[Document]:
+    if num_workers == 0:
+        source = iter(blocks)
+    else:
+        source = iter(DataLoader(blocks, batch_size=None, num_workers=num_workers,
+                                 collate_fn=_identity_collate, prefetch_factor=4))
+    for block in source:
+        yield from block
+
+
+def _ordered_documents(spec: StreamSpec, encoder: DocumentEncoder) -> Iterator[Document]:
+    """A split's documents in file order, tokenized in this process (validation)."""
+    for first_index, texts in _text_blocks(open_stream(spec), spec):
+        yield from _tokenize_block(encoder, 0, first_index, texts)
+
+
+# --------------------------------------------------------------------------------------------
+# Collation and the training stream
+# --------------------------------------------------------------------------------------------
+
+def collate(sequences: list[TokenSequence], encoder: DocumentEncoder) -> dict[str, torch.Tensor]:
+    ids = encoder.limit(np.stack([s.ids for s in sequences]))
+    labels = ids.copy()
+    for row, seq in enumerate(sequences):
+        labels[row, seq.n_tokens:] = IGNORE_INDEX
+    return {"input_ids": torch.from_numpy(ids), "labels": torch.from_numpy(labels)}
+
+
+class TrainStream:
+    """Endless micro-batches for one rank: iterating yields `(batch, state_after)`.
+
+    `batch` is {"input_ids", "labels"}: LongTensor[micro_batch, seq_len]. `state_after` (and the
+    `state` property, the state to resume from now) is a flat dict of ints and strings: what the
+    stream is (source, packing, seeds, rank, world_size, tokenizer fingerprint), checked on
+    resume, and the cursor (epoch, docs, offset). The cursor counts documents and tokens, so a
+    resumed stream may use another micro_batch. Iterating again (after a `break`) continues
+    after the last batch handed out; `close()` stops the tokenizer workers.
+    """
+
+    def __init__(self, *, identity: dict, start: Cursor, documents: Callable[[Cursor], Iterator[Document]],
+                 encoder: DocumentEncoder, seq_len: int, packing: bool, micro_batch: int):
+        self.identity = identity
+        self.cursor = start
+        self._documents = documents
+        self._encoder = encoder
+        self.seq_len, self.packing, self.micro_batch = seq_len, packing, micro_batch
+        self._running: Iterator | None = None
+
+    @property
+    def state(self) -> dict:
+        return {**self.identity, "epoch": self.cursor.epoch, "docs": self.cursor.docs, "offset": self.cursor.offset}
+
+    def __iter__(self) -> Iterator[tuple[dict, dict]]:
+        self.close()
+        self._running = self._batches(self.cursor)
+        return self._running
+
+    def close(self) -> None:
+        """Stop the worker processes (a new iteration starts them again)."""
+        if self._running is not None:
+            self._running.close()
+            self._running = None
+
+    def _batches(self, start: Cursor):
+        documents = self._documents(start)
+        try:
+            sequences = build_sequences(documents, seq_len=self.seq_len, packing=self.packing,
+                                        eos_id=self._encoder.eos_id, pad_id=self._encoder.pad_id,
+                                        start_offset=start.offset)
+            while True:
+                group = list(itertools.islice(sequences, self.micro_batch))
+                if len(group) < self.micro_batch:  # sources re-epoch forever; this would be a bug
+                    raise RuntimeError("the document stream ended")
+                batch = collate(group, self._encoder)
+                self.cursor = group[-1].after
+                yield batch, self.state
+        finally:
+            documents.close()  # shuts the DataLoader workers down
+
+
+def _stream_identity(cfg: DataConfig, fingerprint: str, *, rank: int, world_size: int, seed_offset: int) -> dict:
+    return {"format": STATE_FORMAT, "source": cfg.source, "packing": int(cfg.packing),
+            "shuffle_seed": cfg.shuffle_seed, "seed_offset": seed_offset,
+            "rank": rank, "world_size": world_size, "tokenizer": fingerprint}
+
+
+def _cursor_from_state(state: dict, identity: dict) -> Cursor:
+    if not isinstance(state, dict):
+        raise ValueError(f"data state must be a dict saved from a TrainStream, got {type(state).__name__}")
+    changed = [f"{key} was {state.get(key)!r}, now {value!r}" for key, value in identity.items()
+               if state.get(key) != value]
+    if changed:
+        raise ValueError("cannot continue the saved data stream exactly: " + "; ".join(changed))
+    try:
+        cursor = Cursor(int(state["epoch"]), int(state["docs"]), int(state["offset"]))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"data state is missing its position (epoch, docs, offset): {state!r}") from None
+    if min(cursor.epoch, cursor.docs, cursor.offset) < 0 or (cursor.offset and not identity["packing"]):
+        raise ValueError(f"data state has an invalid position: {state!r}")
+    return cursor
+
+
+def _check_common(cfg: DataConfig, rank: int, world_size: int, seed_offset: int) -> None:
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
+    if cfg.seq_len < 2:
+        raise ValueError(f"data.seq_len must be at least 2, got {cfg.seq_len}")
+    if cfg.shuffle_seed < 0 or seed_offset < 0:
+        raise ValueError(f"data.shuffle_seed and seed_offset must be >= 0, got {cfg.shuffle_seed}, {seed_offset}")
+
+
+def train_spec(cfg: DataConfig) -> StreamSpec:
+    if cfg.source == "local":
+        return local_spec(cfg.path, split="train", data_format=cfg.format, text_field=cfg.text_field, what="data.path")
+    if cfg.source in ("c4", "openwebtext"):
+        return hub_spec(cfg.source, split="train", text_field=cfg.text_field)
+    raise ValueError(f"data.source: unknown source {cfg.source!r} (embedded, local, c4 or openwebtext)")
+
+
+def val_spec(cfg: DataConfig) -> StreamSpec:
+    if cfg.source == "local":
+        return local_spec(cfg.val_path, split="val", data_format=cfg.format, text_field=cfg.text_field,
+                          what="data.val_path")
+    if cfg.source in ("c4", "openwebtext"):
+        return hub_spec(cfg.source, split="val", text_field=cfg.text_field)
+    raise ValueError(f"data.source: unknown source {cfg.source!r} (embedded, local, c4 or openwebtext)")
+
+
+def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int, micro_batch: int,
+                       seed_offset: int = 0, state: dict | None = None,
+                       vocab_limit: int | None = None) -> TrainStream:
+    """This rank's endless training micro-batches; `state` (from a previous stream's batch)
+    continues right after that batch. `seed_offset` > 0 gives an independent order (extra
+    samples that leave the training stream's position alone). `vocab_limit`: the model's
+    vocabulary size when it is smaller than the tokenizer's (ids >= it become unk/eos)."""
+    _check_common(cfg, rank, world_size, seed_offset)
+    if micro_batch < 1:
+        raise ValueError(f"micro_batch must be positive, got {micro_batch}")
+    encoder = DocumentEncoder(tokenizer, vocab_limit)
+    fingerprint = tokenizer_fingerprint(tokenizer)
+    identity = _stream_identity(cfg, fingerprint, rank=rank, world_size=world_size, seed_offset=seed_offset)
+    start = Cursor() if state is None else _cursor_from_state(state, identity)
+    order = dict(shuffle_seed=cfg.shuffle_seed, seed_offset=seed_offset, rank=rank, world_size=world_size)
+    if cfg.source == "embedded":
+        split = embedded_tokenized(encoder, fingerprint)["train"]
+        documents = partial(_embedded_documents, split, **order)
+    else:
+        spec = train_spec(cfg)
+        _check_readable(spec)
+        if cfg.num_workers < 0:
+            raise ValueError(f"data.num_workers must be >= 0, got {cfg.num_workers}")
+
+        def documents(start_at: Cursor) -> Iterator[Document]:
+            blocks = DocumentBlocks(spec, encoder, start_at, shuffle_buffer=cfg.shuffle_buffer, **order)
+            return _streamed_documents(blocks, cfg.num_workers)
+
+    return TrainStream(identity=identity, start=start, documents=documents, encoder=encoder,
+                       seq_len=cfg.seq_len, packing=cfg.packing, micro_batch=micro_batch)
+
+
+# --------------------------------------------------------------------------------------------
+# Validation
+# --------------------------------------------------------------------------------------------
+
+def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int, batch_size: int,
+                      vocab_limit: int | None = None) -> list[dict]:
+    """The fixed validation set: validation documents in file order (no shuffle), the training
+    sequence scheme, whole sequences until at least `data.val_tokens` real tokens (labels !=
+    -100) are collected (or the split runs out). Cut into batches of `batch_size` (the last may
+    be smaller); rank r keeps batches r, r+W, ... (it may get none when there are fewer batches
+    than ranks). Every rank tokenizes the same documents, once."""
+    _check_common(cfg, rank, world_size, 0)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    encoder = DocumentEncoder(tokenizer, vocab_limit)
+    if cfg.source == "embedded":
+        split = embedded_tokenized(encoder, tokenizer_fingerprint(tokenizer))["val"]
+        documents = (Document(0, i, split.document(i)) for i in range(len(split)))
+        where = "the embedded corpus's validation split"
+    else:
+        spec = val_spec(cfg)
+        documents = _ordered_documents(spec, encoder)
+        where = spec.describe()
+    sequences, total = [], 0
+    for seq in build_sequences(documents, seq_len=cfg.seq_len, packing=cfg.packing,
+                               eos_id=encoder.eos_id, pad_id=encoder.pad_id):
+        sequences.append(seq)
+        total += seq.n_tokens
+        if total >= cfg.val_tokens:
+            break
+    if not sequences:
+        raise ValueError(f"no validation sequences from {where}")
+    batches = [sequences[i: i + batch_size] for i in range(0, len(sequences), batch_size)]
+    return [collate(group, encoder) for group in batches[rank::world_size]]
+
+
+def describe_data(cfg: DataConfig, tokenizer) -> str:
+    """Two lines for the run log: the data and the sequence scheme."""
+    if cfg.source == "embedded":
+        corpus = load_embedded_corpus()
+        docs = corpus.manifest["documents"]
+        info_path = corpus.directory / f"tokens-{tokenizer_fingerprint(tokenizer)}" / "info.json"
+        tokens = ""
+        if info_path.is_file():
+            counts = json.loads(info_path.read_text())["tokens"]
+            tokens = f", {counts['train']:,} / {counts['val']:,} tokens"
+        where = (f"embedded corpus (Wikipedia lead sections, CC BY-SA 4.0 + News Articles, Dai 2017): "
+                 f"{docs['train']:,} train / {docs['val']:,} val documents{tokens}; cache {corpus.directory}")
+    else:
+        where = f"{train_spec(cfg).describe()}; validation: {val_spec(cfg).describe()}"
+    scheme = ("packed (documents + eos concatenated, no padding)" if cfg.packing
+              else "one document per sequence, truncated + padded (pad labels -100)")
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    return (f"data: {cfg.source}: {where}\n"
+            f"sequences: {cfg.seq_len} tokens, {scheme}; tokenizer {name} ({len(tokenizer):,} tokens, "
+            f"eos {tokenizer.eos_token!r}, pad {tokenizer.pad_token!r}); shuffle seed {cfg.shuffle_seed}; "
+            f"validation budget {cfg.val_tokens:,} tokens")
