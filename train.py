@@ -1,7 +1,8 @@
 """Pre-train a language model, optionally with MoLS, from a YAML config.
 
     python train.py --config configs/quickstart.yaml [--set optimizer.lr=2.5e-3 ...]
-    torchrun --nproc_per_node 8 train.py --config configs/paper/llama_60m.yaml --config configs/paper/methods/adamw.yaml
+    torchrun --nproc_per_node 8 train.py --config configs/paper/base.yaml \
+        --config configs/paper/models/llama_60m.yaml --config configs/paper/methods/adam.yaml --set optimizer.lr=5e-3
 
 Read top to bottom: set-up (config, processes, run directory, data, model, optimizer, MoLS), the
 loop (MoLS calibration, learning rate, accumulated micro-batches, clipping, step), evaluation and
@@ -21,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from configs import Config, ConfigError, load_config
-from data import build_train_stream, build_val_batches, get_tokenizer
+from data import build_train_stream, build_val_batches, describe_data, get_tokenizer
 from models import SIZES, build_model, parameter_report
 from mols import MoLS, param_groups
 from optimizers import (build_optimizer, check_optimizer_config, describe_groups, export_state,
@@ -203,6 +204,7 @@ def train(cfg: Config) -> int:
         write_json_atomically(run_dir / "environment.json", environment(procs.world_size, device))
     tokens_per_step = t.global_batch * cfg.data.seq_len
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
+    say(describe_data(cfg.data, tokenizer))
     say(f"model {cfg.model.size} ({precision}, vocab {vocab_size}); " + parameter_report(model))
     say(describe_groups(optimizer))
     say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.1f} MiB (grows on the first step)")

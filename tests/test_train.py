@@ -72,7 +72,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
     assert (tmp_path / "run" / "summary.json").read_bytes() == before
 
 
-def test_mols_run_reports_its_calibration(tmp_path):
+def test_mols_run_reports_its_calibration(tmp_path, capsys):
     assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1",
                      "mols.track_every=4", "mols.track_samples=8") == 0
     run_dir = tmp_path / "run"
@@ -83,6 +83,29 @@ def test_mols_run_reports_its_calibration(tmp_path):
     assert all(a >= 1.0 for a in calibration["alphas"].values())
     assert [r["step"] for r in records if r["kind"] == "snr"] == [0, 4, 8]
     assert json.loads((run_dir / "mols.json").read_text())["calibrations"][0]["step"] == 1
+    # the SNR picture and the alpha table from that run directory
+    out = tmp_path / "snr.png"
+    assert load_script("plot_snr").main([str(run_dir), "--out", str(out)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert load_script("alpha_table").main([str(run_dir)]) == 0
+    table = capsys.readouterr().out
+    assert "| emb |" in table and "llama_micro" in table
+
+
+def test_periodic_reestimation_beyond_the_paper(tmp_path):
+    assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1",
+                     "mols.reestimate_every=5", "mols.reestimate_ramp_steps=2", "mols.estimator=median") == 0
+    records = read_metrics(tmp_path / "run" / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "mols_calibration"] == [1, 6, 11]
+
+
+def load_script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.skipif(os.cpu_count() < 2, reason="two processes need two cores to finish quickly")

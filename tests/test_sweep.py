@@ -1,0 +1,186 @@
+"""scripts/sweep.py: grids, the jobs file, the sbatch script (checked with bash and fake Slurm
+commands, no cluster needed), dry runs and local mode."""
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+import sweep  # noqa: E402
+
+TABLE_1_JOBS = 4 * 9 * 3  # sizes x rows x seeds
+
+
+def table_jobs(table: str, **overrides):
+    spec = sweep.paper_tables()[table]
+    settings = dict(name=f"table{table}", models=spec["models"],
+                    variants=[sweep.Variant(r["method"], r["mols"]) for r in spec["rows"]],
+                    lrs="paper", seeds=[0, 1, 2], out_dir="runs/paper")
+    settings.update(overrides)
+    return sweep.build_jobs(**settings)
+
+
+@pytest.fixture
+def fake_slurm(tmp_path, monkeypatch):
+    """sbatch, srun and scontrol stand-ins on PATH that append their arguments to calls.log."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    scripts = {
+        "sbatch": 'echo "sbatch $*" >> {log}; echo 4242',
+        # srun: record what it would launch, then run a while so signals can arrive meanwhile
+        "srun": 'echo "srun $*" >> {log}; sleep "${{FAKE_SRUN_SECONDS:-0}}"',
+        "scontrol": 'echo "scontrol $*" >> {log}; if [ "$1 $2" = "show hostnames" ]; then printf "node1\\nnode2\\n"; fi',
+    }
+    for name, body in scripts.items():
+        path = bin_dir / name
+        path.write_text("#!/bin/bash\n" + body.format(log=log) + "\n")
+        path.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    return log
+
+
+def slurm_env(task_id: int) -> dict:
+    return {**os.environ, "SLURM_ARRAY_TASK_ID": str(task_id), "SLURM_ARRAY_JOB_ID": "4242", "SLURM_JOB_ID": "4250",
+            "SLURM_NNODES": "2", "SLURM_JOB_NODELIST": "node[1-2]"}
+
+
+def test_table_grids_have_one_job_per_cell():
+    assert len(table_jobs("1")) == TABLE_1_JOBS
+    assert len(table_jobs("3", seeds=[0])) == 5 * 2
+    assert len(table_jobs("6", seeds=[0])) == 5 * 3
+    names = [job.run_name for job in table_jobs("1")]
+    assert len(set(names)) == len(names)
+    assert "llama_60m-adam-mols-lr2.5e-03-s2" in names
+
+
+def test_learning_rate_search_uses_the_paper_grid():
+    jobs = table_jobs("1", lrs="grid", seeds=[0])
+    assert len(jobs) == 4 * 9 * 7
+    assert sorted({job.lr for job in jobs}) == [1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2]
+
+
+def test_job_overrides_make_the_cell_resumable_and_tagged():
+    (job,) = sweep.build_jobs(name="table1", models=["llama_130m"], variants=[sweep.Variant("adam", True)],
+                              lrs="paper", seeds=[1], out_dir="runs/paper")
+    assert job.configs == ["configs/paper/base.yaml", "configs/paper/models/llama_130m.yaml",
+                           "configs/paper/methods/adam.yaml", "configs/paper/mols.yaml"]
+    assert {"optimizer.lr=0.0025", "run.seed=1", "run.resume=auto", "run.out_dir=runs/paper/table1",
+            "run.name=llama_130m-adam-mols-lr2.5e-03-s1", "run.wandb.group=table1",
+            "run.wandb.tags=[llama_130m, adam, mols, table1]"} <= set(job.overrides)
+
+
+def test_grid_errors_are_reported():
+    with pytest.raises(ValueError, match="no learning rate for nadam at llama_7b"):
+        sweep.build_jobs(name="x", models=["llama_7b"], variants=[sweep.Variant("nadam", False)],
+                         lrs="paper", seeds=[0], out_dir="runs")
+    with pytest.raises(ValueError, match="no method overlay"):
+        sweep.build_jobs(name="x", models=["llama_60m"], variants=[sweep.Variant("sgd", False)],
+                         lrs=[1e-3], seeds=[0], out_dir="runs")
+
+
+def test_size_without_a_model_overlay_is_set_by_name():
+    (job,) = sweep.build_jobs(name="tiny", models=["llama_tiny"], variants=[sweep.Variant("adam", False)],
+                              lrs=[1e-3], seeds=[0], out_dir="/tmp/x", base=ROOT / "configs" / "quickstart.yaml")
+    assert job.configs == ["configs/quickstart.yaml", "configs/paper/methods/adam.yaml"]
+    assert "model.size=llama_tiny" in job.overrides
+
+
+def test_jobs_file_and_sbatch_script(tmp_path):
+    jobs = table_jobs("1")
+    slurm = sweep.SlurmSettings(nodes=1, gpus_per_node=8, time="48:00:00", partition="gpu", max_parallel=16)
+    script, jobs_file = sweep.write_slurm_files(jobs, "table1", tmp_path, slurm)
+
+    lines = jobs_file.read_text().splitlines()
+    assert len(lines) == TABLE_1_JOBS
+    names = [next(a for a in shlex.split(line) if a.startswith("run.name=")) for line in lines]
+    assert len(set(names)) == len(lines)
+    assert all("run.resume=auto" in shlex.split(line) for line in lines)
+
+    subprocess.run(["bash", "-n", str(script)], check=True)
+    text = script.read_text()
+    for expected in ["#SBATCH --array=0-107%16", "#SBATCH --requeue", "#SBATCH --signal=B:USR1@300",
+                     "#SBATCH --gpus-per-node=8", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
+                     "#SBATCH --time=48:00:00", "#SBATCH --partition=gpu", "#SBATCH --open-mode=append",
+                     'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
+                     'SLURM_ARRAY_TASK_ID + 1', "srun --kill-on-bad-exit=1", "torchrun",
+                     '--nnodes "$SLURM_NNODES" --nproc_per_node 8', "--rdzv_backend c10d",
+                     '--rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id "$SLURM_JOB_ID"',
+                     "trap 'requeue_job USR1' USR1", 'scontrol requeue "$SLURM_JOB_ID"']:
+        assert expected in text, expected
+
+
+def test_array_task_launches_its_line_with_rendezvous(tmp_path, fake_slurm):
+    jobs = table_jobs("3", seeds=[0])
+    script, jobs_file = sweep.write_slurm_files(jobs, "table3", tmp_path, sweep.SlurmSettings(nodes=2))
+    done = subprocess.run(["bash", str(script)], env=slurm_env(3), capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    (srun,) = [line for line in fake_slurm.read_text().splitlines() if line.startswith("srun")]
+    launched = srun.split()
+    torchrun_at = next(i for i, a in enumerate(launched) if a.endswith("/torchrun"))
+    assert launched[torchrun_at + 1:torchrun_at + 11] == [
+        "--nnodes", "2", "--nproc_per_node", "8", "--rdzv_backend", "c10d",
+        "--rdzv_endpoint", f"node1:{20000 + 4250 % 20000}", "--rdzv_id", "4250"]
+    train_at = launched.index("train.py")
+    # the fourth line of the jobs file, its quoting intact (tags hold spaces)
+    assert " ".join(launched[train_at + 1:]) == " ".join(shlex.split(jobs_file.read_text().splitlines()[3]))
+    assert "restart 0, nodes node[1-2], rendezvous node1:" in done.stdout
+
+
+def test_usr1_before_the_time_limit_requeues_the_job(tmp_path, fake_slurm, monkeypatch):
+    monkeypatch.setenv("FAKE_SRUN_SECONDS", "3")
+    script, _ = sweep.write_slurm_files(table_jobs("6", seeds=[0]), "table6", tmp_path, sweep.SlurmSettings())
+    job = subprocess.Popen(["bash", str(script)], env={**slurm_env(0), "PATH": os.environ["PATH"]},
+                           stdout=subprocess.PIPE, text=True)
+    deadline = time.time() + 10
+    while not (fake_slurm.exists() and "srun" in fake_slurm.read_text()) and time.time() < deadline:
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    out, _ = job.communicate(timeout=20)
+    assert "scontrol requeue 4250" in fake_slurm.read_text()
+    assert "caught USR1: requeueing job 4250" in out
+    assert "training exited with status 0" in out  # waited for the training step to end
+
+
+def test_dry_run_prints_and_submits_nothing(tmp_path, fake_slurm, capsys):
+    assert sweep.main(["--table", "1", "--out-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --array=0-107" in out and "torchrun" in out
+    assert out.count("--set run.resume=auto") == TABLE_1_JOBS
+    assert not fake_slurm.exists()          # sbatch never called
+    assert not (tmp_path / "runs").exists()  # nothing written
+
+
+def test_slurm_mode_writes_files_and_submits_once(tmp_path, fake_slurm, capsys):
+    out_dir = tmp_path / "runs"
+    assert sweep.main(["--table", "6", "--out-dir", str(out_dir), "--partition", "gpu"]) == 0
+    calls = fake_slurm.read_text().splitlines()
+    script = out_dir / "table6" / "slurm" / "table6.sbatch"
+    assert calls == [f"sbatch --parsable {script}"]
+    assert len((out_dir / "table6" / "slurm" / "table6.jobs").read_text().splitlines()) == 15
+    assert "submitted job array 4242 (15 tasks)" in capsys.readouterr().out
+
+
+def test_incompatible_batch_split_is_refused_before_submitting(tmp_path, fake_slurm, capsys):
+    # 2 nodes x 8 GPUs x micro_batch 64 = 1024 sequences > the global batch of 512
+    status = sweep.main(["--table", "1", "--models", "llama_60m", "--nodes", "2", "--out-dir", str(tmp_path)])
+    assert status == 2
+    assert "not a multiple of 16 processes x micro_batch 64" in capsys.readouterr().err
+    assert not fake_slurm.exists()
+
+
+def test_local_dry_run_prints_commands(capsys):
+    args = ["--models", "llama_60m", "--methods", "adam", "--mols", "both", "--lrs", "1e-3,2.5e-3",
+            "--seeds", "0", "--mode", "local", "--dry-run"]
+    assert sweep.main(args) == 0
+    commands = [line for line in capsys.readouterr().out.splitlines() if "train.py" in line]
+    assert len(commands) == 4  # MoLS off/on x 2 learning rates
+    assert all(shlex.split(c)[1] == "train.py" for c in commands)
+    assert sweep.main(args + ["--nproc-per-node", "2"]) == 0
+    assert "--standalone --nproc_per_node=2 train.py" in capsys.readouterr().out
