@@ -143,7 +143,7 @@ def train(cfg: Config) -> int:
         model.to(torch.bfloat16)
     model.to(device)
     if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
+        model.activation_checkpointing_enable()  # transformers 5's name for gradient checkpointing
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
                 else contextlib.nullcontext)
 
@@ -172,12 +172,11 @@ def train(cfg: Config) -> int:
         extra_state = state["extra_data"][procs.rank]
         checkpoint.restore_rng(state["rng"][procs.rank])
 
-    train_model = model
+    ddp_model = model  # MoLS estimates through this one: no_sync, parameter names of `model`
     if procs.world_size > 1:
-        train_model = torch.nn.parallel.DistributedDataParallel(
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    if t.compile:
-        train_model = torch.compile(train_model)
+    train_model = torch.compile(ddp_model) if t.compile else ddp_model
 
     stream = iter(build_train_stream(cfg.data, tokenizer, rank=procs.rank, world_size=procs.world_size,
                                      micro_batch=t.micro_batch, state=data_state, vocab_limit=vocab_size))
@@ -247,7 +246,7 @@ def train(cfg: Config) -> int:
     for step in range(start_step, t.steps):
         if mols is not None and mols.calibration_due(step):
             with autocast():
-                calibration = mols.calibrate(train_model, extra_batches(cfg.mols.samples), mean_loss)
+                calibration = mols.calibrate(ddp_model, extra_batches(cfg.mols.samples), mean_loss)
             say(calibration.table())
             metrics.write("mols_calibration", step, **{k: v for k, v in vars(calibration).items() if k != "step"})
             wandb.log({**{f"mols/snr_{c}": v for c, v in calibration.module_snr.items()},
@@ -256,7 +255,7 @@ def train(cfg: Config) -> int:
                 write_json_atomically(run_dir / "mols.json", mols.state_dict())
         if mols is not None and cfg.mols.track_every and step % cfg.mols.track_every == 0:
             with autocast():
-                measured = mols.measure(train_model, extra_batches(cfg.mols.track_samples), mean_loss)
+                measured = mols.measure(ddp_model, extra_batches(cfg.mols.track_samples), mean_loss)
             metrics.write("snr", step, module_snr=measured.module_snr, seconds=measured.seconds)
             wandb.log({f"snr/{c}": v for c, v in measured.module_snr.items()}, step=step)
 
@@ -273,7 +272,7 @@ def train(cfg: Config) -> int:
         loss_total = 0.0
         for i, batch in enumerate(micro_batches):
             last = i == accumulation - 1
-            sync = contextlib.nullcontext() if last or procs.world_size == 1 else train_model.no_sync()
+            sync = contextlib.nullcontext() if last or procs.world_size == 1 else ddp_model.no_sync()
             with sync, autocast():
                 loss, _ = loss_sum_and_count(train_model, batch)
                 # DDP averages gradients over ranks: scale by world size to get the global token mean

@@ -125,3 +125,13 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path)
     a = json.loads((tmp_path / "single" / "summary.json").read_text())
     b = json.loads((tmp_path / "ddp" / "summary.json").read_text())
     assert b["final_val_loss"] == pytest.approx(a["final_val_loss"], rel=1e-4)
+
+
+def test_wandb_offline_run_lands_in_the_run_directory(tmp_path, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)  # the config decides
+    assert run_train(tmp_path, "train.steps=2", "run.wandb.mode=offline", "run.wandb.project=mols-test",
+                     "run.wandb.tags=[llama_micro, adamw]") == 0
+    offline_runs = list((tmp_path / "run" / "wandb").glob("offline-run-*"))
+    assert len(offline_runs) == 1
+    run_id = (tmp_path / "run" / "wandb_id").read_text()
+    assert offline_runs[0].name.endswith(run_id)  # a resumed run continues the same wandb run

@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from importlib import metadata
 from pathlib import Path
 
@@ -87,7 +88,7 @@ class Wandb:
         import wandb
 
         id_file = run_dir / "wandb_id"  # a resumed run continues the same wandb run
-        run_id = id_file.read_text().strip() if id_file.exists() else wandb.util.generate_id()
+        run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         self.run = wandb.init(project=settings.project, entity=settings.entity, group=settings.group,
                               name=cfg.run.name, tags=settings.tags, config=cfg.to_dict(), mode=settings.mode,
