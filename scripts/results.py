@@ -70,6 +70,7 @@ class Run:
     seed: int
     final_ppl: Optional[float]            # None until summary.json exists
     val_ppl: dict[int, float] = field(default_factory=dict)  # step -> validation perplexity
+    state_bytes: Optional[int] = None     # optimizer state at the end (summary.json)
 
     @property
     def score(self) -> Optional[float]:
@@ -89,7 +90,8 @@ def read_run(run_dir: Path, methods: dict[str, str]) -> Run:
     return Run(path=run_dir, model=config.get("model", {}).get("size", "?"),
                method=methods.get(optimizer.get("name"), optimizer.get("name", "?")),
                mols=bool(config.get("mols", {}).get("enabled", False)), lr=float(optimizer.get("lr", math.nan)),
-               seed=int(config.get("run", {}).get("seed", 0)), final_ppl=summary.get("final_val_ppl"), val_ppl=val)
+               seed=int(config.get("run", {}).get("seed", 0)), final_ppl=summary.get("final_val_ppl"), val_ppl=val,
+               state_bytes=summary.get("optimizer_state_bytes"))
 
 
 def find_runs(roots: list[Path]) -> list[Run]:
@@ -300,6 +302,22 @@ def render_groups(groups: dict[GroupKey, list[Run]]) -> str:
     return "\n".join(lines)
 
 
+def render_mols_effect(groups: dict[GroupKey, list[Run]]) -> str:
+    """Each (model, method, lr) run with and without MoLS, side by side, with its optimizer state."""
+    lines = ["| model | method | lr | without MoLS | with MoLS | MoLS - without | optimizer state |",
+             "|---|---|---|---|---|---|---|"]
+    for model, method, lr in sorted({(m, meth, lr) for m, meth, _, lr in groups}):
+        off, on = groups.get((model, method, False, lr), []), groups.get((model, method, True, lr), [])
+        off_stat, on_stat = stat([r.final_ppl for r in off]), stat([r.final_ppl for r in on])
+        difference = f"{on_stat.mean - off_stat.mean:+.2f}" if off_stat and on_stat else "–"
+        state = next((r.state_bytes for r in off + on if r.state_bytes), None)
+        seeds = f" ({len(off)}/{len(on)} seeds)" if off and on and len(off) + len(on) > 2 else ""
+        lines.append(f"| {model} | {method} | {lr:.1e} | {format_cell(Cell(off_stat, None), 'markdown')} | "
+                     f"{format_cell(Cell(on_stat, None), 'markdown')} | {difference}{seeds} | "
+                     + (f"{state / 2**20:.2f} MiB" if state else "–") + " |")
+    return "\n".join(lines)
+
+
 # ------------------------------------------------------------------------------------------------
 # Curves
 # ------------------------------------------------------------------------------------------------
@@ -379,6 +397,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="of the --table output (the group listing is Markdown)")
     parser.add_argument("--lr", dest="lr_choice", choices=["best", "paper"], default="best",
                         help="per cell: the best learning rate run (default) or the paper's")
+    parser.add_argument("--mols-effect", action="store_true",
+                        help="each method with and without MoLS side by side, with optimizer state memory")
     parser.add_argument("--plot", type=Path, help="write validation-perplexity curves to this PNG")
     args = parser.parse_args(argv)
 
@@ -397,6 +417,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         table = build_table(args.table, groups, args.lr_choice)
         print(render_latex(table) if args.format == "latex" else render_markdown(table))
+    elif args.mols_effect:
+        print(render_mols_effect(groups))
     else:
         print(render_groups(groups))
     if args.plot:

@@ -130,3 +130,17 @@ def test_plot_writes_a_png(table1_runs, tmp_path, table):
 def test_no_runs_is_an_error(tmp_path, capsys):
     assert results.main([str(tmp_path)]) == 1
     assert "no run directories" in capsys.readouterr().err
+
+
+def test_mols_effect_puts_each_method_beside_its_mols_variant(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for seed, (off, on) in enumerate([(30.0, 28.0), (32.0, 29.0)]):
+        write_run(root, "llama_tiny", "adamw", False, 5e-3, seed, off, {150: off})
+        write_run(root, "llama_tiny", "adamw", True, 5e-3, seed, on, {150: on})
+    write_run(root, "llama_tiny", "lion", False, 5e-4, 0, 40.0, {150: 40.0})
+    summary = root / "llama_tiny-adamw-lr5.0e-03-s0" / "summary.json"
+    summary.write_text(json.dumps({**json.loads(summary.read_text()), "optimizer_state_bytes": 3 * 2**20}))
+    assert results.main([str(root), "--mols-effect"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| llama_tiny")]
+    assert rows[0] == "| llama_tiny | adam | 5.0e-03 | 31.00 ± 1.41 | 28.50 ± 0.71 | -2.50 (2/2 seeds) | 3.00 MiB |"
+    assert rows[1].startswith("| llama_tiny | lion | 5.0e-04 | 40.00 | – | – |")

@@ -1,0 +1,91 @@
+"""What MoLS costs: one SNR gradient sample vs one training step, and the statistics' memory.
+
+    python scripts/bench_mols.py [--size llama_tiny] [--micro-batch 16] [--seq-len 128] [--steps 10]
+
+Times, in one process and on the same random batches, (a) a training micro-step (forward, backward,
+AdamW step) and (b) one SNR sample (forward, backward, folding the gradient into the streamed
+moments on the CPU), and projects the calibration's share of a paper-sized run: 2048 samples of
+the given micro-batch against `--train-steps` optimizer steps of a 512-sequence batch. Compare the
+two figures as a ratio; absolute times depend on the machine.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from models import SIZES, build_model  # noqa: E402
+from mols import classify, param_groups  # noqa: E402
+from mols.snr import GradientMoments  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="llama_tiny", choices=sorted(SIZES))
+    parser.add_argument("--vocab", type=int, default=8000, help="for sizes without their own vocabulary")
+    parser.add_argument("--micro-batch", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--steps", type=int, default=10, help="timed repetitions of each")
+    parser.add_argument("--stats-device", default="cpu")
+    parser.add_argument("--train-steps", type=int, default=10000, help="for the projection (LLaMA-60M: 10K)")
+    args = parser.parse_args(argv)
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(0)
+    model = build_model(args.size, SIZES[args.size].vocab or args.vocab).to(device)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+    optimizer = torch.optim.AdamW(param_groups(model), lr=1e-4, betas=(0.9, 0.95))
+    vocab = model.config.vocab_size
+    batch = torch.randint(0, vocab, (args.micro_batch, args.seq_len), device=device)
+    params = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    moments = GradientMoments(params, args.stats_device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    def train_step():
+        with autocast:
+            model(input_ids=batch, labels=batch).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    def snr_sample():
+        with autocast:
+            model(input_ids=batch, labels=batch).loss.backward()
+        moments.add_current_grads()
+        model.zero_grad(set_to_none=True)
+
+    timings = {}
+    for name, fn in [("train micro-step", train_step), ("SNR sample", snr_sample)]:
+        fn()  # warm-up
+        sync()
+        start = time.perf_counter()
+        for _ in range(args.steps):
+            fn()
+        sync()
+        timings[name] = (time.perf_counter() - start) / args.steps
+    n_params = sum(p.numel() for p in params.values())
+    stats_bytes = sum(m.numel() * 4 for m in moments.mean.values()) * 2
+    ratio = timings["SNR sample"] / timings["train micro-step"]
+    micro_steps_per_update = 512 // args.micro_batch
+    samples = 2048 // args.micro_batch
+    share = samples * ratio / (args.train_steps * micro_steps_per_update)
+    print(f"{args.size} ({n_params / 1e6:.1f}M parameters) on {device}, micro-batch {args.micro_batch} x {args.seq_len} tokens")
+    for name, seconds in timings.items():
+        print(f"  {name:<18} {seconds * 1000:9.1f} ms")
+    print(f"  SNR sample / train micro-step: {ratio:.2f}")
+    print(f"  moment buffers ({args.stats_device}): {stats_bytes / 2**20:.1f} MiB (2 x fp32 per parameter)")
+    print(f"  projected calibration share: 2048 samples = {samples} micro-batches vs {args.train_steps} steps x "
+          f"{micro_steps_per_update} micro-steps: {100 * share:.3f}% of training compute")
+    if device.type == "cuda":
+        print(f"  peak accelerator memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
