@@ -385,6 +385,13 @@ def validate(tree: dict) -> Config:
         hint = difflib.get_close_matches(cfg.mols.grouping, list(GROUPINGS), n=1)
         problems.append(f"mols.grouping: unknown grouping {cfg.mols.grouping!r}"
                         + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(GROUPINGS)})"))
+    elif isinstance(cfg.mols.reference, str) and cfg.mols.reference not in ("max", "auto"):
+        # the classes this grouping produces (per-layer ones end in ".<class>")
+        to_group = GROUPINGS[cfg.mols.grouping]
+        classes = {to_group(c, "model.layers.0.x").rsplit(".", 1)[-1] for c in ("emb", "head", "qk", "vo", "mlp")}
+        if cfg.mols.reference not in classes - {"other"}:
+            problems.append(f"mols.reference: {cfg.mols.reference!r} is not a class of grouping "
+                            f"{cfg.mols.grouping!r} (use max, auto or one of {', '.join(sorted(classes - {'other'}))})")
     if problems:
         raise ConfigError(list(dict.fromkeys(problems)))
     return cfg

@@ -116,6 +116,13 @@ class MoLS:
         for seg in self.segments:
             if seg.dim is not None:
                 self.fused.setdefault(seg.name, []).append(seg)
+        classes = {seg.module_class for seg in self.segments} - set(UNSCALED)
+        if not classes:
+            raise ValueError(f"MoLS: no parameter of {type(inner).__name__} matches a module class; "
+                             "add its name patterns to mols/groups.py")
+        if reference not in ("max", "auto") and not any(c == reference or c.endswith("." + reference) for c in classes):
+            raise ValueError(f"MoLS: reference {reference!r} matches no module class of this model with grouping "
+                             f"{grouping!r} (classes: {', '.join(sorted(classes))}); set mols.reference")
         self.estimate_step, self.warmup_steps = estimate_step, warmup_steps
         self.reference, self.min_alpha, self.max_alpha = reference, min_alpha, max_alpha
         self.estimator, self.stats_device = estimator, stats_device

@@ -82,3 +82,10 @@ def test_missing_config_file_and_bad_override(tmp_path):
         load_config(tmp_path / "missing.yaml")
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         load_config(None, ["optimizer.lr"])
+
+
+def test_mols_reference_must_exist_in_the_grouping():
+    with pytest.raises(ConfigError, match="'vo' is not a class of grouping 'attn_mlp'.*attn"):
+        load_config(None, ["mols.grouping=attn_mlp"])
+    assert load_config(None, ["mols.grouping=attn_mlp", "mols.reference=attn"]).mols.reference == "attn"
+    assert load_config(None, ["mols.grouping=layers"]).mols.reference == "vo"

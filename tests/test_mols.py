@@ -258,3 +258,12 @@ def _roundtrip(state):
     path = os.path.join(tempfile.mkdtemp(), "mols.pt")
     torch.save(state, path)
     return path
+
+
+def test_a_reference_the_grouping_lacks_fails_at_construction():
+    model = build_model("llama_micro", 64)
+    with pytest.raises(ValueError, match="reference 'vo' matches no module class.*attn"):
+        MoLS(model, estimate_step=1, warmup_steps=2, grouping="attn_mlp")
+    MoLS(model, estimate_step=1, warmup_steps=2, grouping="attn_mlp", reference="attn")
+    with pytest.raises(ValueError, match="no parameter of Linear matches a module class"):
+        MoLS(torch.nn.Linear(3, 3), estimate_step=1, warmup_steps=2)
