@@ -206,7 +206,6 @@ def train(cfg: Config) -> int:
     say(describe_data(cfg.data, tokenizer))
     say(f"model {cfg.model.size} ({precision}, vocab {vocab_size}); " + parameter_report(model))
     say(describe_groups(optimizer))
-    say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.1f} MiB (grows on the first step)")
     say(f"tokens per step: {tokens_per_step:,} = {t.global_batch} sequences x {cfg.data.seq_len} tokens "
         f"({procs.world_size} ranks x {t.micro_batch} micro-batch x {accumulation} accumulation); "
         f"{t.steps} steps, warm-up {cfg.warmup_steps}")
@@ -282,6 +281,8 @@ def train(cfg: Config) -> int:
                      if t.grad_clip > 0 else None)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if step == start_step:  # optimizers create their state lazily, on the first step
+            say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.2f} MiB")
 
         (loss_total,) = distributed.all_reduce_sum([loss_total], device)
         train_loss = loss_total / global_targets
