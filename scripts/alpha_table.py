@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         calibration = json.loads(path.read_text())["calibrations"][0]
         size = yaml.safe_load((run / "config.yaml").read_text())["model"]["size"]
         columns.append((size, calibration["module_snr" if args.snr else "alphas"], calibration["reference"]))
+    if len({size for size, _, _ in columns}) < len(columns):  # same size twice: name the runs
+        columns = [(run.name, values, ref) for run, (_, values, ref) in zip(args.runs, columns)]
     classes = sorted({c for _, values, _ in columns for c in values if c != "other"},
                      key=lambda c: (ORDER.index(c) if c in ORDER else 99, c))
     print("| module | " + " | ".join(size for size, _, _ in columns) + " |")

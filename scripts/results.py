@@ -344,7 +344,8 @@ def plot_curves(groups: dict[GroupKey, list[Run]], out: Path, table: Optional[st
     else:
         models = sorted({key[0] for key in groups})
         labels, title = {}, "Validation perplexity"
-    fig, axes = plt.subplots(1, len(models), figsize=(5 * len(models), 4), squeeze=False)
+    wide = not table and len({(k[1], k[2]) for k in groups}) > 8  # room for a legend beside the plot
+    fig, axes = plt.subplots(1, len(models), figsize=((8 if wide else 5) * len(models), 4.5), squeeze=False)
     for ax, model in zip(axes[0], models):
         if table:
             lines = []
@@ -355,14 +356,19 @@ def plot_curves(groups: dict[GroupKey, list[Run]], out: Path, table: Optional[st
                 paper_points = (list(zip(spec["steps"], paper)) if spec["metric"] == "steps" and paper
                                 else [(None, paper)] if paper is not None else [])
                 lines.append((row["label"], picked[1] if picked else [], paper_points))
-        else:
-            lines = [(f"{method}{'+MoLS' if mols else ''} lr {lr:.1e}", runs, [])
-                     for (m, method, mols, lr), runs in sorted(groups.items()) if m == model]
+        else:  # one colour per method, dashed with MoLS; the best learning rate of each
+            lines = []
+            for method, mols in sorted({(k[1], k[2]) for k in groups if k[0] == model}):
+                (_, _, _, lr), runs = pick_group(groups, model, method, mols, "best", None)
+                lines.append((f"{method}{'+MoLS' if mols else ''} lr {lr:.1e}", runs, []))
+        methods = sorted({label.split("+")[0].split(" ")[0] for label, _, _ in lines})
         for label, runs, paper_points in lines:
             steps, means, stds = mean_curve(runs)
             if not steps:
                 continue
-            (line,) = ax.plot(steps, means, label=label)
+            style = {} if table else {"color": f"C{methods.index(label.split('+')[0].split(' ')[0]) % 10}",
+                                      "linestyle": "--" if "+MoLS" in label else "-"}
+            (line,) = ax.plot(steps, means, label=label, **style)
             if any(stds):
                 ax.fill_between(steps, [m - s for m, s in zip(means, stds)], [m + s for m, s in zip(means, stds)],
                                 color=line.get_color(), alpha=0.2)
@@ -377,7 +383,10 @@ def plot_curves(groups: dict[GroupKey, list[Run]], out: Path, table: Optional[st
         ax.set_yscale("log")
         ax.grid(True, which="both", alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(fontsize="small")
+            if len(lines) > 8:
+                ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+            else:
+                ax.legend(fontsize="small")
     fig.suptitle(title + ("  (x: the paper's values)" if table else ""))
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
