@@ -2,6 +2,7 @@ import copy
 import math
 import os
 import tempfile
+import time
 
 import pytest
 import torch
@@ -96,6 +97,9 @@ def _ddp_worker(rank, world, init_file, out_file):
     result = measure_module_snr(model, batches, classify(model.module.named_parameters()))
     if rank == 0:
         torch.save({"snr": result.module_snr, "samples": result.gradient_samples, "seqs": result.sequences}, out_file)
+    # Free DDP before the process group: if the reducer held the group's last reference, its
+    # destructor would join gloo's thread while holding the GIL that thread waits for (a hang).
+    del model
     dist.destroy_process_group()
 
 
@@ -105,7 +109,13 @@ def test_two_process_estimate_equals_one_process_estimate():
     single = measure_module_snr(model, fixed_batches(), classify(model.named_parameters()))
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.pt")
-        mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2)
+        workers = mp.spawn(_ddp_worker, args=(2, os.path.join(tmp, "init"), out), nprocs=2, join=False)
+        deadline = time.monotonic() + 120
+        while not workers.join(timeout=1):  # fail rather than hang CI if a worker is stuck
+            if time.monotonic() > deadline:
+                for process in workers.processes:
+                    process.kill()
+                pytest.fail("the 2-process estimate did not finish in 120 s")
         pooled = torch.load(out)
     assert pooled["samples"] == single.gradient_samples and pooled["seqs"] == single.sequences
     for cls, value in single.module_snr.items():
