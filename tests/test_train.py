@@ -108,7 +108,6 @@ def load_script(name: str):
     return module
 
 
-@pytest.mark.skipif(os.cpu_count() < 2, reason="two processes need two cores to finish quickly")
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):
     common = ["train.steps=6", "data.packing=false", "train.eval_every=100"]
     assert run_train(tmp_path, *common, name="single") == 0
