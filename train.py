@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -29,7 +28,8 @@ from optimizers import (build_optimizer, check_optimizer_config, describe_groups
                         import_state, optimizer_state_bytes)
 from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
-from training.records import MetricsLog, Wandb, environment, save_config, write_json_atomically
+from data.cache import write_json_atomic
+from training.records import MetricsLog, Wandb, environment, save_config
 
 
 # ------------------------------------------------------------------------------------------------
@@ -200,7 +200,7 @@ def train(cfg: Config) -> int:
     wandb = Wandb(cfg, run_dir, is_main)
     if is_main:
         save_config(cfg, run_dir)
-        write_json_atomically(run_dir / "environment.json", environment(procs.world_size, device))
+        write_json_atomic(run_dir / "environment.json", environment(procs.world_size, device))
     tokens_per_step = t.global_batch * cfg.data.seq_len
     say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     say(describe_data(cfg.data, tokenizer))
@@ -251,7 +251,7 @@ def train(cfg: Config) -> int:
             wandb.log({**{f"mols/snr_{c}": v for c, v in calibration.module_snr.items()},
                        **{f"mols/alpha_{c}": v for c, v in calibration.alphas.items()}}, step=step)
             if is_main:
-                write_json_atomically(run_dir / "mols.json", mols.state_dict())
+                write_json_atomic(run_dir / "mols.json", mols.state_dict())
         if mols is not None and cfg.mols.track_every and step % cfg.mols.track_every == 0:
             with autocast():
                 measured = mols.measure(ddp_model, extra_batches(cfg.mols.track_samples), mean_loss)
@@ -326,7 +326,7 @@ def train(cfg: Config) -> int:
     if device.type == "cuda":
         summary["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     if is_main:
-        write_json_atomically(run_dir / "summary.json", summary)
+        write_json_atomic(run_dir / "summary.json", summary)
     wandb.summary(summary)
     wandb.finish()
     say(f"done: validation perplexity {summary['final_val_ppl']:.2f} after {tokens_seen:,} tokens in {wall / 60:.1f} min")

@@ -1,6 +1,7 @@
-"""The on-disk cache (corpus, tokenizers, pre-tokenized arrays) and atomic writes into it.
+"""The on-disk cache (corpus, tokenizers, pre-tokenized arrays), and the atomic writes that it,
+run records and checkpoints use.
 
-Every cached artefact is written to a temporary file in the same directory and then moved into
+Every file is written to a temporary file in the same directory and then moved into
 place with `os.replace`, so a run killed mid-write never leaves a half file behind. Several ranks
 may build the same artefact at once: they produce identical bytes, and the last rename wins.
 """
@@ -42,7 +43,7 @@ def write_text_atomic(final: Path, text: str) -> None:
 
 
 def write_json_atomic(final: Path, obj) -> None:
-    write_text_atomic(final, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    write_text_atomic(final, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def short_hash(*parts) -> str:

@@ -29,26 +29,13 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper"
+sys.path.insert(0, str(REPO))
+from training.records import read_metrics  # noqa: E402
 
 
 # ------------------------------------------------------------------------------------------------
 # Reading runs
 # ------------------------------------------------------------------------------------------------
-
-def read_metrics(path: Path) -> list[dict]:
-    """Records of a metrics.jsonl; a resumed run logs some steps twice: the last record wins."""
-    latest: dict = {}
-    if not path.is_file():
-        return []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:  # e.g. a line cut short when the job was killed
-            continue
-        if isinstance(record, dict) and "kind" in record and "step" in record:
-            latest[(record["kind"], record["step"])] = record
-    return sorted(latest.values(), key=lambda r: (r["step"], r["kind"]))
-
 
 def method_names() -> dict[str, str]:
     """optimizer.name -> method overlay name (adamw -> adam), from configs/paper/methods/."""

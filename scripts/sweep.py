@@ -21,7 +21,6 @@ allocation. Local mode runs the jobs one after another on this machine.
 from __future__ import annotations
 
 import argparse
-import os
 import shlex
 import subprocess
 import sys

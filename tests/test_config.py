@@ -15,7 +15,7 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_base_inheritance_and_overrides(tmp_path):
-    base = write(tmp_path / "base.yaml", "train: {steps: 100, global_batch: 64}\noptimizer: {lr: 1.0e-3}\n")
+    write(tmp_path / "base.yaml", "train: {steps: 100, global_batch: 64}\noptimizer: {lr: 1.0e-3}\n")
     child = write(tmp_path / "child.yaml", "base: base.yaml\noptimizer: {name: adamw}\ntrain: {micro_batch: 8}\n")
     cfg = load_config(child, ["optimizer.lr=2.5e-3", "train.steps=200", "optimizer.betas=[0.9, 0.99]"])
     assert cfg.train.steps == 200 and cfg.train.global_batch == 64 and cfg.train.micro_batch == 8

@@ -1,6 +1,6 @@
 """Full training state on disk: written atomically, read back with safe (weights-only) loading.
 
-A checkpoint is one file `checkpoints/step_XXXXXXX.pt`, written to a temporary name and renamed,
+A checkpoint is one file `checkpoints/step_<7-digit step>.pt`, written to a temporary name and renamed,
 so a run killed mid-save leaves the previous checkpoint intact; `latest` is found by listing.
 """
 from __future__ import annotations
@@ -11,6 +11,8 @@ import re
 from pathlib import Path
 
 import torch
+
+from data.cache import atomic_path
 
 _NAME = re.compile(r"step_(\d+)\.pt$")
 
@@ -28,15 +30,10 @@ def latest_checkpoint(directory: Path) -> Path | None:
 
 
 def save_atomically(state: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         torch.save(state, tmp)
-        with open(tmp, "rb") as handle:
+        with open(tmp, "rb") as handle:  # on disk before the rename makes it the latest
             os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def prune(directory: Path, keep: int) -> None:

@@ -15,15 +15,11 @@ from pathlib import Path
 import torch
 import yaml
 
+from data.cache import write_text_atomic
+
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "bitsandbytes", "galore-torch",
             "apollo-torch", "adam-mini", "pytorch-optimizer", "wandb", "numpy")
 REPO = Path(__file__).resolve().parents[1]
-
-
-def write_json_atomically(path: Path, payload) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 def git_version() -> dict:
@@ -67,13 +63,17 @@ class MetricsLog:
 
 
 def read_metrics(path: Path) -> list[dict]:
-    """Records of a metrics.jsonl, the last one winning for each (kind, step)."""
+    """Records of a metrics.jsonl; a resumed run logs some steps twice: the last record wins."""
     latest: dict = {}
-    with open(path) as handle:
-        for line in handle:
-            if line.strip():
-                record = json.loads(line)
-                latest[(record["kind"], record["step"])] = record
+    if not path.is_file():
+        return []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:  # e.g. a line cut short when the job was killed
+            continue
+        if isinstance(record, dict) and "kind" in record and "step" in record:
+            latest[(record["kind"], record["step"])] = record
     return sorted(latest.values(), key=lambda r: (r["step"], r["kind"]))
 
 
@@ -108,6 +108,4 @@ class Wandb:
 
 
 def save_config(cfg, run_dir: Path) -> None:
-    tmp = run_dir / ".config.yaml.tmp"
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    os.replace(tmp, run_dir / "config.yaml")
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
