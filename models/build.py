@@ -55,6 +55,9 @@ def hf_config(size: ModelSize, vocab_size: int, overrides: dict | None = None):
         cfg = GPT2Config(n_embd=size.hidden, n_inner=size.intermediate, n_head=size.heads,
                          n_layer=size.layers, n_positions=size.max_positions, tie_word_embeddings=True,
                          resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                         # GPT-2's tanh GELU as one fused kernel; "gelu_new" (the config's
+                         # default) is the same function written as several elementwise ops
+                         activation_function="gelu_pytorch_tanh",
                          bos_token_id=None, eos_token_id=None, **common)
     else:
         cls = LlamaConfig if size.arch == "llama" else Qwen2Config
