@@ -1,4 +1,12 @@
-"""Run configuration: YAML files in this folder, validated into typed settings by `schema`."""
-from configs.schema import Config, ConfigError, load_config, validate
+"""YAML configs (the files in this folder), how they compose, and the typed checking they go through.
 
-__all__ = ["Config", "ConfigError", "load_config", "validate"]
+This package is the bottom layer: it imports nothing else of the project. Each package owns its
+settings section (data/config.py, models/config.py, optimizers/config.py, mols/config.py,
+training/config.py for run and train) and its rules; `training.config.load_config` puts them
+together and raises one ConfigError listing every problem.
+"""
+from configs.errors import ConfigError, UserError
+from configs.loader import compose
+from configs.typed import build, check_range, did_you_mean, is_int, is_number
+
+__all__ = ["ConfigError", "UserError", "build", "check_range", "compose", "did_you_mean", "is_int", "is_number"]

@@ -18,6 +18,8 @@ import glob
 from dataclasses import dataclass
 from pathlib import Path
 
+from configs import UserError
+
 FORMAT_BUILDERS = {"c4": "json", "jsonl": "json", "json": "json", "parquet": "parquet", "text": "text"}
 EXTENSION_BUILDERS = {
     ".json": "json", ".jsonl": "json", ".json.gz": "json", ".jsonl.gz": "json",
@@ -65,31 +67,31 @@ def resolve_files(spec: str, what: str = "data.path") -> list[str]:
     elif Path(expanded).is_file():
         files = [expanded]
     else:
-        raise FileNotFoundError(f"{what}: {spec!r} is not a file, a directory or a glob that matches anything")
+        raise UserError(f"{what}: {spec!r} is not a file, a directory or a glob that matches anything")
     if not files:
-        raise FileNotFoundError(f"{what}: no data files found at {spec!r} "
+        raise UserError(f"{what}: no data files found at {spec!r} "
                                 f"(known extensions: {', '.join(sorted(EXTENSION_BUILDERS))})")
     return sorted(files)
 
 
 def local_spec(path: str | None, *, split: str, data_format: str, text_field: str, what: str) -> StreamSpec:
     if not path:
-        raise ValueError(f"{what} is required with data.source: local "
+        raise UserError(f"{what} is required with data.source: local "
                          f"(a file, directory or glob of {'validation' if split == 'val' else 'training'} documents)")
     files = resolve_files(path, what)
     if data_format != "auto":
         if data_format not in FORMAT_BUILDERS:
-            raise ValueError(f"data.format: unknown format {data_format!r} (known: auto, {', '.join(FORMAT_BUILDERS)})")
+            raise UserError(f"data.format: unknown format {data_format!r} (known: auto, {', '.join(FORMAT_BUILDERS)})")
         builder = FORMAT_BUILDERS[data_format]
     else:
         builders = {f: _builder_for(f) for f in files}
         unknown = [f for f, b in builders.items() if b is None]
         if unknown:
-            raise ValueError(f"{what}: cannot tell the format of {unknown[0]!r} from its extension; "
+            raise UserError(f"{what}: cannot tell the format of {unknown[0]!r} from its extension; "
                              f"set data.format (c4, jsonl, json, parquet or text)")
         kinds = sorted(set(builders.values()))
         if len(kinds) > 1:
-            raise ValueError(f"{what}: files of different formats ({', '.join(kinds)}); "
+            raise UserError(f"{what}: files of different formats ({', '.join(kinds)}); "
                              f"point it at one kind or set data.format")
         builder = kinds[0]
     field = "text" if builder == "text" else text_field  # the text builder always names it "text"
@@ -110,7 +112,7 @@ def open_stream(spec: StreamSpec):
             return datasets.load_dataset(spec.builder, data_files=list(spec.files), split="train",
                                          streaming=True, **kwargs)
         except Exception as err:
-            raise ValueError(f"could not read {spec.describe()}: {type(err).__name__}: {err}") from None
+            raise UserError(f"could not read {spec.describe()}: {type(err).__name__}: {err}") from None
     try:
         if spec.source == "c4":
             return datasets.load_dataset("allenai/c4", "en", split="train" if spec.split == "train" else "validation",
@@ -120,9 +122,9 @@ def open_stream(spec: StreamSpec):
             part = openwebtext_split(full)["train" if spec.split == "train" else "test"]
             return part.to_iterable_dataset(num_shards=min(OPENWEBTEXT_SHARDS, max(len(part), 1)))
     except Exception as err:
-        raise ValueError(f"could not open {spec.describe()} from the Hugging Face hub "
+        raise UserError(f"could not open {spec.describe()} from the Hugging Face hub "
                          f"({type(err).__name__}: {_first_line(err)}); offline? {HUB_HINT}") from None
-    raise ValueError(f"data.source: unknown source {spec.source!r} (embedded, local, c4 or openwebtext)")
+    raise UserError(f"data.source: unknown source {spec.source!r} (embedded, local, c4 or openwebtext)")
 
 
 def openwebtext_split(dataset):

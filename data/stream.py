@@ -38,7 +38,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from configs.schema import DataConfig
+from configs import UserError
+from data.config import DataConfig
 from data.cache import atomic_path, write_json_atomic
 from data.embedded import load_embedded_corpus, read_texts
 from data.sequences import Cursor, Document, TokenSequence, build_sequences
@@ -107,7 +108,7 @@ def _embedded_documents(split: TokenizedSplit, start: Cursor, *, rank: int, worl
                         shuffle_seed: int, seed_offset: int) -> Iterator[Document]:
     per_rank = len(split) // world_size
     if per_rank == 0:
-        raise ValueError(f"the embedded corpus has {len(split)} documents: too few for {world_size} ranks")
+        raise UserError(f"the embedded corpus has {len(split)} documents: too few for {world_size} ranks")
     for epoch in itertools.count(start.epoch):
         order = np.random.default_rng(epoch_seed(shuffle_seed, seed_offset, epoch)).permutation(len(split))
         mine = order[rank: per_rank * world_size: world_size]
@@ -121,7 +122,7 @@ def _embedded_documents(split: TokenizedSplit, start: Cursor, *, rank: int, worl
 
 def _text_column(batch: dict, spec: StreamSpec) -> list:
     if spec.text_field not in batch:
-        raise ValueError(f"{spec.describe()}: rows have no field {spec.text_field!r} "
+        raise UserError(f"{spec.describe()}: rows have no field {spec.text_field!r} "
                          f"(fields: {', '.join(batch)}); set data.text_field")
     return batch[spec.text_field]
 
@@ -183,7 +184,7 @@ class DocumentBlocks(IterableDataset):
                 empty = False
                 yield epoch, index, texts
             if empty and first_index == 0:
-                raise ValueError(f"{self.spec.describe()}: no documents for rank {self.rank} of {self.world_size}")
+                raise UserError(f"{self.spec.describe()}: no documents for rank {self.rank} of {self.world_size}")
 
 
 def _check_readable(spec: StreamSpec) -> None:
@@ -192,7 +193,7 @@ def _check_readable(spec: StreamSpec) -> None:
     for batch in open_stream(spec).iter(batch_size=1):
         _text_column(batch, spec)
         return
-    raise ValueError(f"{spec.describe()}: no documents")
+    raise UserError(f"{spec.describe()}: no documents")
 
 
 def _identity_collate(item):
@@ -251,6 +252,22 @@ class TrainStream:
     def state(self) -> dict:
         return {**self.identity, "epoch": self.cursor.epoch, "docs": self.cursor.docs, "offset": self.cursor.offset}
 
+    def state_dict(self) -> dict:
+        """Where the stream stands: the next batch is the first after this state."""
+        return self.state
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue right after the batch that `state` was saved with (the same stream, checked)."""
+        self.close()
+        self.cursor = _cursor_from_state(state, self.identity)
+
+    def next_batch(self) -> dict:
+        """The next micro-batch (starting the stream, and its workers, on first use)."""
+        if self._running is None:
+            iter(self)
+        batch, _ = next(self._running)
+        return batch
+
     def __iter__(self) -> Iterator[tuple[dict, dict]]:
         self.close()
         self._running = self._batches(self.cursor)
@@ -291,7 +308,7 @@ def _cursor_from_state(state: dict, identity: dict) -> Cursor:
     changed = [f"{key} was {state.get(key)!r}, now {value!r}" for key, value in identity.items()
                if state.get(key) != value]
     if changed:
-        raise ValueError("cannot continue the saved data stream exactly: " + "; ".join(changed))
+        raise UserError("cannot continue the saved data stream exactly: " + "; ".join(changed))
     try:
         cursor = Cursor(int(state["epoch"]), int(state["docs"]), int(state["offset"]))
     except (KeyError, TypeError, ValueError):
@@ -301,13 +318,12 @@ def _cursor_from_state(state: dict, identity: dict) -> Cursor:
     return cursor
 
 
-def _check_common(cfg: DataConfig, rank: int, world_size: int, seed_offset: int) -> None:
+def _check_ranks(rank: int, world_size: int, seed_offset: int) -> None:
+    """Caller mistakes (the config's own rules are DataConfig.validate's)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if cfg.seq_len < 2:
-        raise ValueError(f"data.seq_len must be at least 2, got {cfg.seq_len}")
-    if cfg.shuffle_seed < 0 or seed_offset < 0:
-        raise ValueError(f"data.shuffle_seed and seed_offset must be >= 0, got {cfg.shuffle_seed}, {seed_offset}")
+    if seed_offset < 0:
+        raise ValueError(f"seed_offset must be >= 0, got {seed_offset}")
 
 
 def train_spec(cfg: DataConfig) -> StreamSpec:
@@ -334,7 +350,7 @@ def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int
     continues right after that batch. `seed_offset` > 0 gives an independent order (extra
     samples that leave the training stream's position alone). `vocab_limit`: the model's
     vocabulary size when it is smaller than the tokenizer's (ids >= it become unk/eos)."""
-    _check_common(cfg, rank, world_size, seed_offset)
+    _check_ranks(rank, world_size, seed_offset)
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be positive, got {micro_batch}")
     encoder = DocumentEncoder(tokenizer, vocab_limit)
@@ -348,8 +364,6 @@ def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int
     else:
         spec = train_spec(cfg)
         _check_readable(spec)
-        if cfg.num_workers < 0:
-            raise ValueError(f"data.num_workers must be >= 0, got {cfg.num_workers}")
 
         def documents(start_at: Cursor) -> Iterator[Document]:
             blocks = DocumentBlocks(spec, encoder, start_at, shuffle_buffer=cfg.shuffle_buffer, **order)
@@ -370,7 +384,7 @@ def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int,
     -100) are collected (or the split runs out). Cut into batches of `batch_size` (the last may
     be smaller); rank r keeps batches r, r+W, ... (it may get none when there are fewer batches
     than ranks). Every rank tokenizes the same documents, once."""
-    _check_common(cfg, rank, world_size, 0)
+    _check_ranks(rank, world_size, 0)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     encoder = DocumentEncoder(tokenizer, vocab_limit)
@@ -390,7 +404,7 @@ def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int,
         if total >= cfg.val_tokens:
             break
     if not sequences:
-        raise ValueError(f"no validation sequences from {where}")
+        raise UserError(f"no validation sequences from {where}")
     batches = [sequences[i: i + batch_size] for i in range(0, len(sequences), batch_size)]
     return [collate(group, encoder) for group in batches[rank::world_size]]
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from configs import UserError
 from data.cache import atomic_path, cache_root
 
 EMBEDDED_SPEC = re.compile(r"embedded-(\d+)k")
@@ -44,7 +45,7 @@ def embedded_tokenizer_path(spec: str) -> Path:
 
 def _embedded_tokenizer(spec: str, vocab_size: int) -> PreTrainedTokenizerBase:
     if vocab_size < 1000:
-        raise ValueError(f"tokenizer {spec!r}: the vocabulary must be at least 1k tokens")
+        raise UserError(f"tokenizer {spec!r}: the vocabulary must be at least 1k tokens")
     path = embedded_tokenizer_path(spec)
     if not path.is_file():
         _train_byte_level_bpe(path, vocab_size)
@@ -79,7 +80,7 @@ def _pretrained_tokenizer(spec: str) -> PreTrainedTokenizerBase:
         return AutoTokenizer.from_pretrained(spec)
     except Exception as err:  # offline hub misses surface as OSError, bad folders as ValueError etc.
         reason = (str(err).strip().splitlines() or [""])[0]
-        raise ValueError(
+        raise UserError(
             f"could not load tokenizer {spec!r} ({type(err).__name__}: {reason}). Without access to the "
             f"Hugging Face hub, use a local tokenizer directory or data.tokenizer: embedded-32k "
             f"(trained offline on the embedded corpus)") from None
@@ -129,7 +130,7 @@ class DocumentEncoder:
             unk = tokenizer.unk_token_id
             self.replacement_id = int(unk) if unk is not None and unk < vocab_limit else self.eos_id
             if self.replacement_id >= vocab_limit:
-                raise ValueError(f"model vocabulary ({vocab_limit}) is smaller than the tokenizer's "
+                raise UserError(f"model vocabulary ({vocab_limit}) is smaller than the tokenizer's "
                                  f"eos id ({self.eos_id}); raise model.vocab_size")
         self._slow_tokenizer = None
         self._backend = None

@@ -98,11 +98,28 @@ def classify(named_parameters: Iterable[tuple[str, torch.Tensor]], grouping: str
     return segments
 
 
+def grouping_classes(grouping: str) -> set[str]:
+    """The classes a grouping scales (per-layer classes by their last part: "layer3.vo" -> "vo")."""
+    to_group = GROUPINGS[grouping]
+    return {to_group(c, "model.layers.0.x").rsplit(".", 1)[-1] for c in ("emb", "head", "qk", "vo", "mlp")} - {"other"}
+
+
+def reference_problem(grouping: str, reference: str) -> Optional[str]:
+    """Why `reference` cannot anchor the scaling under `grouping`, or None when it can."""
+    if reference in ("max", "auto"):
+        return None
+    classes = grouping_classes(grouping)
+    if reference in classes:
+        return None
+    return (f"{reference!r} is not a class of grouping {grouping!r} "
+            f"(use max, auto or one of {', '.join(sorted(classes))})")
+
+
 MIXED = "mixed"  # the class of a param group holding tensors split across several classes
 
 
 def param_groups(model: torch.nn.Module, grouping: str = "modules") -> list[dict]:
-    """One optimizer param group per module class, each tagged with `module_class` and `names`.
+    """One optimizer param group per module class, each tagged with `module_class`, `grouping` and `names`.
 
     A tensor split into segments of different classes (GPT-2's c_attn) goes to a group of class
     `mixed` whose learning-rate multiplier is 1; MoLS scales its slices' updates after the step.
@@ -115,7 +132,7 @@ def param_groups(model: torch.nn.Module, grouping: str = "modules") -> list[dict
     groups: dict[str, dict] = {}
     for name, _ in named:
         cls = next(iter(classes[name])) if len(classes[name]) == 1 else MIXED
-        group = groups.setdefault(cls, {"params": [], "names": [], "module_class": cls})
+        group = groups.setdefault(cls, {"params": [], "names": [], "module_class": cls, "grouping": grouping})
         group["params"].append(params[name])
         group["names"].append(name)
     return list(groups.values())

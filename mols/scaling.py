@@ -97,42 +97,72 @@ class Calibration:
         return "\n".join(lines)
 
 
+def segments_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[Segment]:
+    """What MoLS measures and scales, read from the optimizer's groups (their `module_class`).
+
+    A group of class `mixed` (GPT-2's fused QKV) is split into slices by its `grouping`."""
+    name_of = {id(p): n for n, p in model.named_parameters()}
+    tagged = [g for g in optimizer.param_groups if "module_class" in g]
+    if not tagged:
+        raise ValueError("MoLS: no param group of the optimizer carries a 'module_class'; build the "
+                         "groups with mols.param_groups(model, grouping)")
+    segments: list[Segment] = []
+    for group in tagged:
+        for param in group["params"]:
+            if id(param) not in name_of:
+                raise ValueError(f"MoLS: param group {group['module_class']!r} holds a tensor that is not "
+                                 f"a parameter of {type(model).__name__}")
+            name = name_of[id(param)]
+            if group["module_class"] == MIXED:
+                segments += classify([(name, param)], group.get("grouping", "modules"))
+            else:
+                segments.append(Segment(name, group["module_class"]))
+    return segments
+
+
 class MoLS:
     """Module-wise learning-rate scaling via SNR.
 
-    Usage in any loop (see README):  mols = MoLS(model, optimizer, estimate_step=..., warmup_steps=...);
+    Usage in any loop (see README):  mols = MoLS(model, optimizer, estimate_step=..., warmup_steps=...)
+    with `optimizer` built on `param_groups(model, grouping)` (the classes come from its groups);
     at step `mols.estimate_step` call `mols.calibrate(model, batches)`; call optimizer.step() as usual.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, *,
-                 estimate_step: int, warmup_steps: int, grouping: str = "modules", reference: str = "vo",
-                 min_alpha: float = 1.0, max_alpha: Optional[float] = None, estimator: str = "mean",
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, estimate_step: int,
+                 warmup_steps: int, reference: str = "vo", min_alpha: float = 1.0,
+                 max_alpha: Optional[float] = None, estimator: str = "mean",
                  stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
-                 reestimate_ramp_steps: int = 100):
+                 reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None):
         inner = getattr(model, "module", model)
-        self.segments: list[Segment] = classify(inner.named_parameters(), grouping)
         self.params = dict(inner.named_parameters())
+        self.segments: list[Segment] = segments_of(optimizer, inner)
         self.fused = {}  # parameter name -> its sliced segments
         for seg in self.segments:
             if seg.dim is not None:
                 self.fused.setdefault(seg.name, []).append(seg)
         classes = {seg.module_class for seg in self.segments} - set(UNSCALED)
         if not classes:
-            raise ValueError(f"MoLS: no parameter of {type(inner).__name__} matches a module class; "
+            raise ValueError(f"MoLS: no parameter of {type(inner).__name__} is in a module class it can scale; "
                              "add its name patterns to mols/groups.py")
         if reference not in ("max", "auto") and not any(c == reference or c.endswith("." + reference) for c in classes):
-            raise ValueError(f"MoLS: reference {reference!r} matches no module class of this model with grouping "
-                             f"{grouping!r} (classes: {', '.join(sorted(classes))}); set mols.reference")
+            raise ValueError(f"MoLS: reference {reference!r} matches no module class of the optimizer's groups "
+                             f"(classes: {', '.join(sorted(classes))}); set mols.reference")
         self.estimate_step, self.warmup_steps = estimate_step, warmup_steps
         self.reference, self.min_alpha, self.max_alpha = reference, min_alpha, max_alpha
         self.estimator, self.stats_device = estimator, stats_device
         self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
-        self.step = 0                       # optimizer updates taken (counted by the post-step hook)
+        # The update being taken. A training loop passes its own counter (`step=lambda: ...`), so
+        # there is one; without it MoLS counts the optimizer's steps itself (and saves the count).
+        self._external_step = step
+        self._own_step = 0
         self.ramp: Optional[Ramp] = None    # None until the first calibration
         self.calibrations: list[Calibration] = []
         self._hook_handles = []
-        if optimizer is not None:
-            self.attach(optimizer)
+        self.attach(optimizer)
+
+    @property
+    def step(self) -> int:
+        return self._external_step() if self._external_step is not None else self._own_step
 
     # -- when -------------------------------------------------------------------------------------
     def calibration_due(self, step: int) -> bool:
@@ -199,18 +229,20 @@ class MoLS:
             snapshots.clear()
             for group, lr in zip(opt.param_groups, saved_lrs):
                 group["lr"] = lr
-            self.step += 1
+            self._own_step += 1
 
         self._hook_handles += [optimizer.register_step_pre_hook(pre_step),
                                optimizer.register_step_post_hook(post_step)]
 
     # -- state ------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {"step": self.step,
-                "ramp": None if self.ramp is None else asdict(self.ramp),
-                "calibrations": [asdict(c) for c in self.calibrations]}
+        state = {"ramp": None if self.ramp is None else asdict(self.ramp),
+                 "calibrations": [asdict(c) for c in self.calibrations]}
+        if self._external_step is None:
+            state["step"] = self._own_step
+        return state
 
     def load_state_dict(self, state: dict) -> None:
-        self.step = int(state["step"])
+        self._own_step = int(state.get("step", 0))
         self.ramp = None if state["ramp"] is None else Ramp(**state["ramp"])
         self.calibrations = [Calibration(**c) for c in state["calibrations"]]

@@ -15,10 +15,12 @@ from typing import Callable
 
 import torch
 
-from configs.schema import ConfigError, OptimizerConfig
+import dataclasses
+
+from configs import ConfigError
 from optimizers.combined import CombinedOptimizer
-from optimizers.options import (check_optimizer_config, default_rank, is_hidden_matrix, model_dims,
-                                resolve_options, unwrap_model)
+from optimizers.config import OptimizerConfig
+from optimizers.shapes import default_rank, is_hidden_matrix, model_dims, model_problems, unwrap_model
 
 
 @dataclass
@@ -27,9 +29,11 @@ class InputGroup:
     module_class: str
     params: list[torch.Tensor]
     names: list[str]
+    grouping: str = "modules"
 
     def split(self, goes_first: Callable[[str, torch.Tensor], bool]) -> tuple["InputGroup", "InputGroup"]:
-        first, rest = InputGroup(self.module_class, [], []), InputGroup(self.module_class, [], [])
+        first, rest = (InputGroup(self.module_class, [], [], self.grouping),
+                       InputGroup(self.module_class, [], [], self.grouping))
         for name, param in zip(self.names, self.params):
             target = first if goes_first(name, param) else rest
             target.params.append(param)
@@ -57,7 +61,7 @@ def _named_input_groups(model: torch.nn.Module, groups: list[dict]) -> list[Inpu
             seen[id(param)] = name
             names.append(name)
         if params:
-            named.append(InputGroup(group["module_class"], params, names))
+            named.append(InputGroup(group["module_class"], params, names, group.get("grouping", "modules")))
     missing = [n for n, p in unwrap_model(model).named_parameters() if p.requires_grad and id(p) not in seen]
     if missing:
         raise ValueError(f"trainable parameters in no param group: {', '.join(missing[:5])}"
@@ -67,7 +71,8 @@ def _named_input_groups(model: torch.nn.Module, groups: list[dict]) -> list[Inpu
 
 def _group(source: InputGroup, base_lr: float, role: str, **settings) -> dict:
     return {"params": list(source.params), "lr": base_lr, "base_lr": base_lr,
-            "module_class": source.module_class, "param_names": list(source.names), "role": role,
+            "module_class": source.module_class, "grouping": source.grouping,
+            "param_names": list(source.names), "role": role,
             **settings}
 
 
@@ -75,42 +80,47 @@ def _group(source: InputGroup, base_lr: float, role: str, **settings) -> dict:
 # One builder per method: (cfg, resolved options, model, named input groups) -> Optimizer
 # ---------------------------------------------------------------------------------------------
 
+def _on_cuda(model: torch.nn.Module) -> bool:
+    """Fused Adam(W) by default on CUDA: one kernel for the whole update."""
+    return next(model.parameters()).device.type == "cuda"
+
+
 def _adam_family(cls, role: str):
     def build(cfg, options, model, groups):
         return cls([_group(g, cfg.lr, role) for g in groups], lr=cfg.lr, betas=tuple(cfg.betas),
-                   eps=cfg.eps, weight_decay=cfg.weight_decay, amsgrad=options["amsgrad"],
-                   fused=options["fused"])
+                   eps=cfg.eps, weight_decay=cfg.weight_decay, amsgrad=options.amsgrad,
+                   fused=_on_cuda(model) if options.fused is None else options.fused)
     return build
 
 
 def _build_nadam(cfg, options, model, groups):
     return torch.optim.NAdam([_group(g, cfg.lr, "nadam") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas),
                              eps=cfg.eps, weight_decay=cfg.weight_decay,
-                             momentum_decay=options["momentum_decay"],
-                             decoupled_weight_decay=options["decoupled_weight_decay"])
+                             momentum_decay=options.momentum_decay,
+                             decoupled_weight_decay=options.decoupled_weight_decay)
 
 
 def _build_lamb(cfg, options, model, groups):
     from pytorch_optimizer import Lamb
     return Lamb([_group(g, cfg.lr, "lamb") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
-                weight_decay=cfg.weight_decay, **options)
+                weight_decay=cfg.weight_decay, **dataclasses.asdict(options))
 
 
 def _build_muon(cfg, options, model, groups):
     """torch.optim.Muon on the hidden 2-D matrices, AdamW on embeddings, head, norms and biases."""
-    adamw_lr = cfg.lr * options["adamw_lr_ratio"]
+    adamw_lr = cfg.lr * options.adamw_lr_ratio
     muon_groups, adamw_groups = [], []
     for group in groups:
         matrices, rest = group.split(is_hidden_matrix)
         if matrices.params:
-            muon_groups.append(_group(matrices, cfg.lr, f"muon ({options['adjust_lr_fn']})"))
+            muon_groups.append(_group(matrices, cfg.lr, f"muon ({options.adjust_lr_fn})"))
         if rest.params:
             adamw_groups.append(_group(rest, adamw_lr, "adamw (muon's non-matrix part)"))
     parts = {}
     if muon_groups:
         parts["muon"] = torch.optim.Muon(muon_groups, lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                         momentum=options["momentum"], nesterov=options["nesterov"],
-                                         ns_steps=options["ns_steps"], adjust_lr_fn=options["adjust_lr_fn"])
+                                         momentum=options.momentum, nesterov=options.nesterov,
+                                         ns_steps=options.ns_steps, adjust_lr_fn=options.adjust_lr_fn)
     if adamw_groups:
         parts["adamw"] = torch.optim.AdamW(adamw_groups, lr=adamw_lr, betas=tuple(cfg.betas), eps=cfg.eps,
                                            weight_decay=cfg.weight_decay)
@@ -121,7 +131,7 @@ def _build_adam_mini(cfg, options, model, groups):
     """Adam-mini builds its own groups (one per tensor, partitioned by name); they are tagged after."""
     from adam_mini import Adam_mini
     dims = model_dims(model)
-    dims.update({k: v for k, v in options.items() if v is not None})
+    dims.update({k: v for k, v in dataclasses.asdict(options).items() if v is not None})
     named = [(name, param) for group in groups for name, param in zip(group.names, group.params)]
     optimizer = Adam_mini(named_parameters=named, lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                           weight_decay=cfg.weight_decay, dim=dims["dim"], n_heads=dims["n_heads"],
@@ -132,10 +142,12 @@ def _build_adam_mini(cfg, options, model, groups):
     # codebase: replicated parameters, gradients already averaged) the reduction is redundant.
     optimizer.world_size = 1
     class_of = {id(p): g.module_class for g in groups for p in g.params}
+    grouping_of = {id(p): g.grouping for g in groups for p in g.params}
     name_of = {id(p): n for n, p in named}
     for group in optimizer.param_groups:
         (param,) = group["params"]
-        group.update(module_class=class_of[id(param)], base_lr=cfg.lr, param_names=[name_of[id(param)]],
+        group.update(module_class=class_of[id(param)], grouping=grouping_of[id(param)], base_lr=cfg.lr,
+                     param_names=[name_of[id(param)]],
                      role=_adam_mini_role(optimizer, group["name"]))
     return optimizer
 
@@ -168,8 +180,8 @@ def _low_rank_groups(cfg, groups, low_rank_settings: dict, rank: int, name: str)
 
 def _build_galore(cfg, options, model, groups):
     from galore_torch import GaLoreAdamW
-    rank = options["rank"] or default_rank(model)
-    settings = {k: options[k] for k in ("update_proj_gap", "scale", "proj_type")}
+    rank = options.rank or default_rank(model)
+    settings = {k: getattr(options, k) for k in ("update_proj_gap", "scale", "proj_type")}
     # eps is passed explicitly: GaLoreAdamW's own default is 1e-6, not the paper's 1e-8.
     return GaLoreAdamW(_low_rank_groups(cfg, groups, settings, rank, "galore"), lr=cfg.lr, betas=tuple(cfg.betas),
                        eps=cfg.eps, weight_decay=cfg.weight_decay, no_deprecation_warning=True)
@@ -177,11 +189,11 @@ def _build_galore(cfg, options, model, groups):
 
 def _build_apollo(cfg, options, model, groups):
     from apollo_torch import APOLLOAdamW
-    rank = options["rank"] or default_rank(model)
-    settings = {k: options[k] for k in ("update_proj_gap", "scale", "proj_type", "proj", "scale_type")}
+    rank = options.rank or default_rank(model)
+    settings = {k: getattr(options, k) for k in ("update_proj_gap", "scale", "proj_type", "proj", "scale_type")}
     return APOLLOAdamW(_low_rank_groups(cfg, groups, settings, rank, "apollo"), lr=cfg.lr, betas=tuple(cfg.betas),
-                       eps=cfg.eps, weight_decay=cfg.weight_decay, scale_front=options["scale_front"],
-                       disable_nl=not options["norm_growth_limiter"])
+                       eps=cfg.eps, weight_decay=cfg.weight_decay, scale_front=options.scale_front,
+                       disable_nl=not options.norm_growth_limiter)
 
 
 def _bitsandbytes(class_name: str):
@@ -190,7 +202,7 @@ def _bitsandbytes(class_name: str):
         cls = getattr(bitsandbytes.optim, class_name)
         # bitsandbytes' Adam8bit and AdamW8bit run the same kernel (decoupled weight decay); they
         # differ only in their default weight decay, which cfg.weight_decay overrides.
-        min_size = options["min_8bit_size"]
+        min_size = options.min_8bit_size
         return cls([_group(g, cfg.lr, f"8-bit state (tensors >= {min_size} elements)") for g in groups],
                    lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps, weight_decay=cfg.weight_decay,
                    min_8bit_size=min_size)
@@ -212,11 +224,11 @@ def _build_adafactor(cfg, options, model, groups):
     cfg.eps is not used (Adafactor's eps1 is added to squared gradients).
     """
     from pytorch_optimizer import AdaFactor
-    beta1 = cfg.betas[0] if options["momentum"] else None
-    role = "adafactor" + (" (with momentum)" if options["momentum"] else "")
-    return AdaFactor([_group(g, cfg.lr, role) for g in groups], lr=cfg.lr, betas=(beta1, options["beta2_cap"]),
-                     decay_rate=options["decay_rate"], weight_decay=cfg.weight_decay,
-                     clip_threshold=options["clip_threshold"], eps1=options["eps1"], relative_step=False,
+    beta1 = cfg.betas[0] if options.momentum else None
+    role = "adafactor" + (" (with momentum)" if options.momentum else "")
+    return AdaFactor([_group(g, cfg.lr, role) for g in groups], lr=cfg.lr, betas=(beta1, options.beta2_cap),
+                     decay_rate=options.decay_rate, weight_decay=cfg.weight_decay,
+                     clip_threshold=options.clip_threshold, eps1=options.eps1, relative_step=False,
                      scale_parameter=False, warmup_init=False, momentum_dtype=torch.float32)
 
 
@@ -237,10 +249,17 @@ BUILDERS: dict[str, Callable] = {
 
 
 def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, groups: list[dict]) -> torch.optim.Optimizer:
-    """One optimizer for `cfg.name` over `groups` (from mols.groups.param_groups(model, grouping))."""
-    problems = check_optimizer_config(cfg, model)
+    """One optimizer for `cfg.name` over `groups` (from mols.groups.param_groups(model, grouping)).
+
+    `cfg` as loaded by training.config.load_config is validated already; a hand-made one is
+    validated here. What only the model can tell (a rank above a matrix side) is checked here."""
+    if not dataclasses.is_dataclass(cfg.options):
+        problems = cfg.validate()
+        if problems:
+            raise ConfigError(problems)
+    problems = model_problems(cfg.name, cfg.options, model)
     if problems:
         raise ConfigError(problems)
-    optimizer = BUILDERS[cfg.name](cfg, resolve_options(cfg), model, _named_input_groups(model, groups))
+    optimizer = BUILDERS[cfg.name](cfg, cfg.options, model, _named_input_groups(model, groups))
     optimizer.mols_method = cfg.name  # export_state records it; import_state checks it
     return optimizer

@@ -72,8 +72,9 @@ def read_run(run_dir: Path, methods: dict[str, str]) -> Run:
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     optimizer = config.get("optimizer", {})
-    val = {r["step"]: float(r["val_ppl"]) for r in read_metrics(run_dir / "metrics.jsonl")
-           if r["kind"] == "val" and r.get("val_ppl") is not None}
+    # "ppl" since the one-name logging; "val_ppl" in run directories written before it
+    val = {r["step"]: float(r.get("ppl", r.get("val_ppl"))) for r in read_metrics(run_dir / "metrics.jsonl")
+           if r["kind"] == "val" and r.get("ppl", r.get("val_ppl")) is not None}
     return Run(path=run_dir, model=config.get("model", {}).get("size", "?"),
                method=methods.get(optimizer.get("name"), optimizer.get("name", "?")),
                mols=bool(config.get("mols", {}).get("enabled", False)), lr=float(optimizer.get("lr", math.nan)),

@@ -172,20 +172,16 @@ def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: st
 def check_jobs(jobs: list[Job], world_size: int) -> list[str]:
     """Compose every job's config as train.py will, before anything is submitted."""
     sys.path.insert(0, str(REPO))
-    from configs import ConfigError, load_config
+    from configs import ConfigError
+    from training.config import load_config
 
     problems = []
     for job in jobs:
         try:
-            cfg = load_config([REPO / c for c in job.configs], job.overrides)
+            load_config([REPO / c for c in job.configs], job.overrides).train.accumulation(world_size)
         except ConfigError as err:
-            problems += [f"{job.run_name}: {p}" for p in err.problems]
-            continue
-        per_step = world_size * cfg.train.micro_batch
-        if cfg.train.global_batch % per_step:
-            problems.append(f"{job.run_name}: train.global_batch {cfg.train.global_batch} is not a multiple of "
-                            f"{world_size} processes x micro_batch {cfg.train.micro_batch}; change --nodes/"
-                            f"--gpus-per-node or --set train.micro_batch=...")
+            hint = "; change --nodes/--gpus-per-node or --set train.micro_batch=..." if "world size" in str(err) else ""
+            problems += [f"{job.run_name}: {p}{hint}" for p in err.problems]
     return problems
 
 

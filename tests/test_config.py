@@ -4,7 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from configs import ConfigError, load_config
+from configs import ConfigError
+from training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -20,7 +20,8 @@ os.environ.setdefault("MOLS_CACHE", str(Path(__file__).resolve().parents[1] / ".
 import pytest
 import torch
 
-from configs.schema import DataConfig
+from configs import UserError
+from data.config import DataConfig
 from data import (build_train_stream, build_val_batches, describe_data, get_tokenizer,
                   load_embedded_corpus)
 from data.embedded import read_texts
@@ -279,7 +280,7 @@ def test_worker_processes_do_not_change_the_batches(tokenizer, local_files):
 
 
 def test_bad_local_input_is_a_clear_error(tokenizer, local_files, tmp_path):
-    with pytest.raises(FileNotFoundError, match="data.path"):
+    with pytest.raises(UserError, match="data.path"):
         build_train_stream(local_cfg(local_files, "c4", path=str(tmp_path / "missing.jsonl")), tokenizer,
                            rank=0, world_size=1, micro_batch=2)
     (tmp_path / "data.csv").write_text("text\nhello\n")

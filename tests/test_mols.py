@@ -270,10 +270,29 @@ def _roundtrip(state):
     return path
 
 
-def test_a_reference_the_grouping_lacks_fails_at_construction():
+def test_mols_takes_its_classes_from_the_optimizer_groups():
     model = build_model("llama_micro", 64)
+    attn_mlp = torch.optim.AdamW(param_groups(model, "attn_mlp"), lr=1e-3)
     with pytest.raises(ValueError, match="reference 'vo' matches no module class.*attn"):
-        MoLS(model, estimate_step=1, warmup_steps=2, grouping="attn_mlp")
-    MoLS(model, estimate_step=1, warmup_steps=2, grouping="attn_mlp", reference="attn")
-    with pytest.raises(ValueError, match="no parameter of Linear matches a module class"):
-        MoLS(torch.nn.Linear(3, 3), estimate_step=1, warmup_steps=2)
+        MoLS(model, attn_mlp, estimate_step=1, warmup_steps=2)
+    mols = MoLS(model, attn_mlp, estimate_step=1, warmup_steps=2, reference="attn")
+    assert {s.module_class for s in mols.segments} == {"attn", "mlp", "other"}
+
+
+def test_mols_fails_loudly_when_no_group_can_be_scaled():
+    model = build_model("llama_micro", 64)
+    with pytest.raises(ValueError, match="no param group of the optimizer carries a 'module_class'"):
+        MoLS(model, torch.optim.AdamW(model.parameters(), lr=1e-3), estimate_step=1, warmup_steps=2)
+    linear = torch.nn.Linear(3, 3)
+    with pytest.raises(ValueError, match="no parameter of Linear is in a module class"):
+        MoLS(linear, torch.optim.AdamW(param_groups(linear), lr=1e-3), estimate_step=1, warmup_steps=2)
+
+
+def test_gpt2_fused_qkv_is_split_by_the_grouping_its_group_carries():
+    model = build_model("gpt2_micro", 64)
+    mols = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=1, warmup_steps=2)
+    fused = [s for s in mols.segments if s.name.endswith("attn.c_attn.weight")]
+    assert [s.module_class for s in fused[:2]] == ["qk", "vo"]
+    merged = MoLS(model, torch.optim.AdamW(param_groups(model, "attn_mlp"), lr=1e-3), estimate_step=1,
+                  warmup_steps=2, reference="attn")
+    assert not merged.fused  # q, k and v are all "attn": nothing to slice

@@ -9,10 +9,13 @@ import io
 import pytest
 import torch
 
-from configs.schema import ConfigError, OptimizerConfig, validate
+from configs import ConfigError
+from optimizers.config import OptimizerConfig
+from optimizers.shapes import model_problems
+from training.config import validate
 from models import build_model
 from mols.groups import param_groups
-from optimizers import (METHODS, CombinedOptimizer, build_optimizer, check_optimizer_config, describe_groups,
+from optimizers import (METHODS, CombinedOptimizer, build_optimizer, describe_groups,
                         export_state, import_state, optimizer_state_bytes)
 
 VOCAB = 256
@@ -260,49 +263,52 @@ def test_import_rejects_another_method_or_model():
 # ---------------------------------------------------------------------------------------------
 
 def test_unknown_method_suggests_close_match():
-    (problem,) = check_optimizer_config(OptimizerConfig(name="adamww"))
+    (problem,) = OptimizerConfig(name="adamww").validate()
     assert "unknown method 'adamww'" in problem and "did you mean 'adamw'" in problem
-    (problem,) = check_optimizer_config(OptimizerConfig(name="Adam-Mini"))
+    (problem,) = OptimizerConfig(name="Adam-Mini").validate()
     assert "did you mean 'adam_mini'" in problem
 
 
 def test_galore_rank_larger_than_matrices():
     model = make_model()
     cfg = OptimizerConfig(name="galore", options={"rank": 1000})
-    assert check_optimizer_config(cfg) == []  # needs the model to know
-    (problem,) = check_optimizer_config(cfg, model)
+    assert cfg.validate() == []  # needs the model to know
+    (problem,) = model_problems(cfg.name, cfg.options, model)
     assert "optimizer.options.rank: 1000" in problem and "<= 32" in problem
     with pytest.raises(ConfigError, match="rank"):
         build_optimizer(cfg, model, param_groups(model))
 
 
 def test_unknown_option_key_and_wrong_types():
-    (problem,) = check_optimizer_config(OptimizerConfig(name="galore", options={"rnak": 8}))
+    (problem,) = OptimizerConfig(name="galore", options={"rnak": 8}).validate()
     assert "optimizer.options.rnak: unknown option for galore" in problem and "did you mean 'rank'" in problem
-    (problem,) = check_optimizer_config(OptimizerConfig(name="adamw", options={"rank": 8}))
+    (problem,) = OptimizerConfig(name="adamw", options={"rank": 8}).validate()
     assert "unknown option for adamw" in problem and "galore, apollo" in problem
-    problems = check_optimizer_config(OptimizerConfig(name="apollo", options={
-        "rank": "eight", "scale_type": "chanel", "update_proj_gap": 0, "scale": -1.0, "norm_growth_limiter": "yes"}))
+    problems = OptimizerConfig(name="apollo", options={
+        "rank": "eight", "scale_type": "chanel", "update_proj_gap": 0, "scale": -1.0,
+        "norm_growth_limiter": "yes"}).validate()
     assert len(problems) == 5
     text = "\n".join(problems)
-    assert "rank: expected an integer >= 1" in text and "did you mean 'channel'" in text
-    assert "update_proj_gap: expected an integer >= 1" in text and "scale: expected a number > 0" in text
+    assert "optimizer.options.rank: expected an integer, got 'eight'" in text and "did you mean 'channel'" in text
+    assert "update_proj_gap: must be >= 1, got 0" in text and "scale: must be positive, got -1.0" in text
     assert "norm_growth_limiter: expected true or false" in text
-    (problem,) = check_optimizer_config(OptimizerConfig(name="muon", options={"adjust_lr_fn": "orignal"}))
+    (problem,) = OptimizerConfig(name="muon", options={"adjust_lr_fn": "orignal"}).validate()
     assert "did you mean 'original'" in problem
 
 
-def test_yaml_spellings_are_accepted():
+def test_yaml_spellings_are_accepted_and_options_become_typed():
     cfg = OptimizerConfig(name="galore", options={"update_proj_gap": 2e2, "scale": "2.5e-1", "rank": None})
-    assert check_optimizer_config(cfg) == []
+    assert cfg.validate() == []
+    assert cfg.options.update_proj_gap == 200 and cfg.options.scale == 0.25 and cfg.options.proj_type == "std"
 
 
-def test_check_never_raises_on_garbage():
-    for cfg in [OptimizerConfig(name=None), OptimizerConfig(name=3), OptimizerConfig(options=[1, 2]),
-                OptimizerConfig(name="adam_mini", options={"dim": 33}), object()]:
-        problems = check_optimizer_config(cfg, make_model())
-        assert isinstance(problems, list) and all(isinstance(p, str) for p in problems)
-    assert check_optimizer_config(OptimizerConfig(name="adam_mini", options={"dim": 33}), make_model())
+def test_garbage_is_reported_not_raised():
+    for cfg in [OptimizerConfig(name=None), OptimizerConfig(name=3), OptimizerConfig(options=[1, 2])]:
+        problems = cfg.validate()
+        assert problems and all(isinstance(p, str) for p in problems)
+    cfg = OptimizerConfig(name="adam_mini", options={"dim": 33})
+    assert cfg.validate() == []
+    assert "divisible" in model_problems(cfg.name, cfg.options, make_model())[0]
 
 
 def test_config_loader_reports_optimizer_problems():

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "scripts"))
 
 import sweep  # noqa: E402
-from configs import load_config  # noqa: E402
+from training.config import load_config  # noqa: E402
 from models import SIZES  # noqa: E402
 
 # Table 10 (hidden, intermediate, heads, layers, steps); 1B as GaLore's config (32 heads, 24
@@ -128,8 +128,8 @@ def test_mols_overlay_is_the_papers_estimate(compose):
 def test_low_rank_methods_use_table_9_scales(compose):
     galore = compose("1", "llama_350m", sweep.Variant("galore", False)).optimizer.options
     apollo = compose("1", "llama_350m", sweep.Variant("apollo", False)).optimizer.options
-    assert galore["scale"] == 0.25 and galore["update_proj_gap"] == 200
-    assert apollo["scale"] == 1.0 and apollo["scale_type"] == "channel" and apollo["proj"] == "random"
+    assert galore.scale == 0.25 and galore.update_proj_gap == 200
+    assert apollo.scale == 1.0 and apollo.scale_type == "channel" and apollo.proj == "random"
 
 
 def test_learning_rates_file_is_tables_8_and_9():

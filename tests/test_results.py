@@ -20,7 +20,7 @@ def write_run(root: Path, model: str, optimizer: str, mols: bool, lr: float, see
               "optimizer": {"name": optimizer, "lr": lr}, "mols": {"enabled": mols}}
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
     records = [{"kind": "train", "step": 10, "loss": 5.0}]
-    records += [{"kind": "val", "step": step, "val_loss": 0.0, "val_ppl": ppl} for step, ppl in (val or {}).items()]
+    records += [{"kind": "val", "step": step, "loss": 0.0, "ppl": ppl} for step, ppl in (val or {}).items()]
     with open(run_dir / "metrics.jsonl", "w") as handle:
         handle.writelines(json.dumps(r) + "\n" for r in records)
         handle.writelines(line + "\n" for line in extra_lines)

@@ -171,7 +171,7 @@ def test_incompatible_batch_split_is_refused_before_submitting(tmp_path, fake_sl
     # 2 nodes x 8 GPUs x micro_batch 64 = 1024 sequences > the global batch of 512
     status = sweep.main(["--table", "1", "--models", "llama_60m", "--nodes", "2", "--out-dir", str(tmp_path)])
     assert status == 2
-    assert "not a multiple of 16 processes x micro_batch 64" in capsys.readouterr().err
+    assert "multiple of world size x train.micro_batch (16 x 64" in capsys.readouterr().err
     assert not fake_slurm.exists()
 
 

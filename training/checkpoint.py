@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from configs import UserError
 from data.cache import atomic_path
 
 _NAME = re.compile(r"step_(\d+)\.pt$")
@@ -45,7 +46,7 @@ def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, without a traceback
-        raise ValueError(f"cannot read checkpoint {path}: {err}") from None
+        raise UserError(f"cannot read checkpoint {path}: {err}") from None
 
 
 def rng_state() -> dict:

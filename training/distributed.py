@@ -7,6 +7,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from configs import UserError
+
 
 @dataclass
 class Processes:
@@ -23,7 +25,8 @@ class Processes:
 def setup(device_preference: str = "auto") -> Processes:
     use_cuda = torch.cuda.is_available() if device_preference == "auto" else device_preference == "cuda"
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but no CUDA device is available")
+        raise UserError("train.device is 'cuda' but no CUDA device is available here "
+                        "(use train.device=auto or cpu)")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -48,6 +51,13 @@ def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     tensor = torch.tensor(values, dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+def all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum over ranks, in place (a no-op in a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor
 
 
 def gather_objects(obj, world_size: int) -> list:

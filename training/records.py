@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 import yaml
 
+from configs import UserError
 from data.cache import write_text_atomic
+from training import checkpoint
 
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "bitsandbytes", "galore-torch",
             "apollo-torch", "adam-mini", "pytorch-optimizer", "wandb", "numpy")
@@ -49,19 +51,6 @@ def environment(world_size: int, device: torch.device) -> dict:
             "slurm_job": os.environ.get("SLURM_JOB_ID")}
 
 
-class MetricsLog:
-    """Appends one JSON record a line; a resumed run appends to the same file (readers keep the
-    last record for a step)."""
-
-    def __init__(self, path: Path, enabled: bool):
-        self.path, self.enabled = path, enabled
-
-    def write(self, kind: str, step: int, **values) -> None:
-        if self.enabled:
-            with open(self.path, "a") as handle:
-                handle.write(json.dumps({"kind": kind, "step": step, "time": round(time.time(), 3), **values}) + "\n")
-
-
 def read_metrics(path: Path) -> list[dict]:
     """Records of a metrics.jsonl; a resumed run logs some steps twice: the last record wins."""
     latest: dict = {}
@@ -75,6 +64,32 @@ def read_metrics(path: Path) -> list[dict]:
         if isinstance(record, dict) and "kind" in record and "step" in record:
             latest[(record["kind"], record["step"])] = record
     return sorted(latest.values(), key=lambda r: (r["step"], r["kind"]))
+
+
+def save_config(cfg, run_dir: Path) -> None:
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+
+def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool) -> Path | None:
+    """Create the run directory; the checkpoint to resume from (None: a fresh run).
+
+    A directory that already holds a run is never overwritten: resume it or pick another name."""
+    ckpt_dir = run_dir / "checkpoints"
+    if resume == "auto":
+        resume_from = checkpoint.latest_checkpoint(ckpt_dir)
+    elif resume:
+        path = Path(resume)
+        resume_from = checkpoint.latest_checkpoint(path / "checkpoints") if path.is_dir() else path
+        if resume_from is None:
+            raise UserError(f"run.resume: no checkpoint found in {path}")
+    else:
+        resume_from = None
+        if checkpoint.list_checkpoints(ckpt_dir) or (run_dir / "summary.json").exists():
+            raise UserError(f"run directory {run_dir} already holds a run; continue it with "
+                            f"--set run.resume=auto, or pick another run.name")
+    if is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    return resume_from
 
 
 class Wandb:
@@ -107,5 +122,51 @@ class Wandb:
             self.run.finish()
 
 
-def save_config(cfg, run_dir: Path) -> None:
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+
+def _format(value) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+class RunLog:
+    """One call, `log(kind, step, values)`, writes a run's record three ways under one name each:
+    a line of metrics.jsonl ({"kind", "step", "time", **values}), wandb (`kind/name`, a dict
+    value as `kind/name/key`) and the console (`kind step: name value ...`, scalars only).
+    Only the main rank writes; `say` prints a message on it."""
+
+    def __init__(self, cfg, run_dir: Path, is_main: bool):
+        self.path, self.enabled = run_dir / "metrics.jsonl", is_main
+        self.wandb = Wandb(cfg, run_dir, is_main)
+
+    def say(self, text: str) -> None:
+        if self.enabled:
+            print(text, flush=True)
+
+    def log(self, kind: str, step: int, values: dict, *, console: bool = True, step_of: int | None = None) -> None:
+        if not self.enabled:
+            return
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"kind": kind, "step": step, "time": round(time.time(), 3), **values}) + "\n")
+        flat = {}
+        for name, value in values.items():
+            if isinstance(value, dict):
+                flat.update({f"{kind}/{name}/{key}": v for key, v in value.items() if isinstance(v, (int, float))})
+            elif isinstance(value, (int, float)) and not isinstance(value, bool):
+                flat[f"{kind}/{name}"] = value
+        self.wandb.log(flat, step=step)
+        if console:
+            where = f"{step}/{step_of}" if step_of else f"{step}"
+            shown = "  ".join(f"{name} {_format(v)}" for name, v in values.items()
+                              if not isinstance(v, (dict, list)) and v is not None)
+            print(f"{kind} step {where}: {shown}", flush=True)
+
+    def summary(self, values: dict) -> None:
+        self.wandb.summary(values)
+
+    def finish(self) -> None:
+        self.wandb.finish()

@@ -1,0 +1,146 @@
+"""The whole run configuration: each package's section, plus `run` and `train` (owned here).
+
+    cfg = load_config(["configs/quickstart.yaml"], ["optimizer.lr=1e-3"])   # or ConfigError
+
+Sections and their rules live with their package (data/config.py, models/config.py,
+optimizers/config.py, mols/config.py); the rules that tie sections together are `Config.validate`.
+Every problem of every section is collected into one ConfigError.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional
+
+from configs import ConfigError, build, check_range, compose, is_int
+from data.config import DataConfig
+from models.config import ModelConfig
+from mols.config import MoLSConfig
+from optimizers.config import OptimizerConfig
+
+
+@dataclass
+class WandbConfig:
+    mode: Literal["disabled", "offline", "online"] = "disabled"
+    project: str = "mols"
+    entity: Optional[str] = None
+    group: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"
+    out_dir: str = "runs"            # the run directory is out_dir/name
+    seed: int = 0                    # model init (and everything not data-order related)
+    resume: Optional[str] = None     # null | "auto" (latest checkpoint of this run dir) | a path
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+
+    def validate(self) -> list[str]:
+        problems = []
+        if not isinstance(self.name, str) or not self.name or "/" in self.name:
+            problems.append(f"run.name: must be a non-empty name without '/', got {self.name!r}")
+        if self.resume not in (None, "auto") and isinstance(self.resume, str) and not Path(self.resume).exists():
+            problems.append(f"run.resume: checkpoint {self.resume!r} does not exist (use 'auto' or a path)")
+        return problems
+
+    @property
+    def directory(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 10_000                  # optimizer updates, exactly
+    global_batch: int = 512              # sequences per update, across all ranks
+    micro_batch: int = 64                # sequences per forward/backward on one rank
+    precision: Literal["auto", "bf16-mixed", "bf16-pure", "fp32"] = "auto"  # auto: bf16-mixed on GPU, fp32 on CPU
+    grad_clip: float = 1.0               # 0 disables clipping
+    warmup_ratio: float = 0.1
+    warmup_steps: Optional[int] = None   # overrides warmup_ratio
+    min_lr_ratio: float = 0.1
+    eval_every: int = 1000
+    eval_batch: Optional[int] = None     # default: micro_batch
+    checkpoint_every: int = 1000         # 0: only at the end
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    compile: bool = False
+    threads: Optional[int] = None        # torch CPU threads per rank
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        for name in ("steps", "global_batch", "micro_batch", "log_every", "eval_every"):
+            check_range(problems, f"train.{name}", getattr(self, name), low=0, low_open=True)
+        for name in ("eval_batch", "threads"):
+            check_range(problems, f"train.{name}", getattr(self, name), low=0, low_open=True, optional=True)
+        for name in ("grad_clip", "checkpoint_every"):
+            check_range(problems, f"train.{name}", getattr(self, name), low=0)
+        check_range(problems, "train.warmup_ratio", self.warmup_ratio, low=0, high=1)
+        check_range(problems, "train.min_lr_ratio", self.min_lr_ratio, low=0, high=1)
+        if is_int(self.global_batch, self.micro_batch) and self.global_batch > 0 and self.micro_batch > 0:
+            if self.global_batch % self.micro_batch:
+                problems.append(f"train.global_batch ({self.global_batch}) must be a multiple of "
+                                f"train.micro_batch ({self.micro_batch})")
+        if is_int(self.steps) and is_int(self.warmup_steps) and not 0 <= self.warmup_steps <= self.steps:
+            problems.append(f"train.warmup_steps: must be in [0, train.steps={self.steps}], got {self.warmup_steps}")
+        return problems
+
+    def accumulation(self, world_size: int) -> int:
+        """Micro-steps per update on each of `world_size` ranks (ConfigError when it does not divide)."""
+        per_step = world_size * self.micro_batch
+        if self.global_batch % per_step:
+            raise ConfigError(f"train.global_batch ({self.global_batch}) must be a multiple of world size x "
+                              f"train.micro_batch ({world_size} x {self.micro_batch} = {per_step})")
+        return self.global_batch // per_step
+
+
+@dataclass
+class Config:
+    run: RunConfig = field(default_factory=RunConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    mols: MoLSConfig = field(default_factory=MoLSConfig)
+
+    def validate(self) -> list[str]:
+        """The rules that tie sections together (each section checked its own already)."""
+        problems: list[str] = []
+        steps = self.train.steps
+        if self.mols.enabled and is_int(steps) and steps > 0:
+            step = self.mols_estimate_step
+            if is_int(step) and not 0 <= step < steps:
+                problems.append(f"mols.estimate_at: must be a step in [0, train.steps={steps}), got {step}")
+        return problems
+
+    @property
+    def warmup_steps(self) -> int:
+        if self.train.warmup_steps is not None:
+            return self.train.warmup_steps
+        return int(round(self.train.warmup_ratio * self.train.steps))
+
+    @property
+    def mols_estimate_step(self) -> int:
+        if self.mols.estimate_at is not None:
+            return self.mols.estimate_at
+        return math.ceil(0.01 * self.train.steps)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def validate(tree: dict) -> Config:
+    """A typed Config from a plain tree, or ConfigError listing every problem."""
+    problems: list[str] = []
+    cfg = build(Config, tree, "", problems)
+    if problems:
+        raise ConfigError(list(dict.fromkeys(problems)))
+    return cfg
+
+
+def load_config(paths=None, overrides: list[str] | None = None) -> Config:
+    """Merge the config files in order (later ones win), then the overrides, then validate."""
+    return validate(compose(paths, overrides))

@@ -1,0 +1,77 @@
+"""Everything a run needs to continue exactly, saved and restored by the same object.
+
+    state = TrainingState(model, optimizer, mols, streams={"train": stream, "mols": extra})
+    state.restore(path, rank)               # on resume
+    state.save(path, cfg.to_dict(), procs)  # every rank calls it; rank 0 writes
+
+A checkpoint holds the model, the optimizer (optimizers.export_state), MoLS's calibration and
+ramp, the step, tokens seen, training seconds so far, and per rank its data-stream positions and
+RNG states, plus the config it ran with. One file, written atomically (training/checkpoint.py).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from optimizers import export_state, import_state
+from training import checkpoint, distributed
+
+FORMAT = 2
+
+
+@dataclass
+class TrainingState:
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    mols: Optional[Any]                     # mols.MoLS or None
+    streams: dict                           # this rank's data streams by role: {"train": ..., "mols": ...}
+    step: int = 0                           # optimizer updates done
+    tokens_seen: int = 0
+    elapsed_before: float = 0.0             # training seconds of earlier segments of the run
+    started: float = field(default_factory=time.time)
+
+    def seconds(self) -> float:
+        """Training wall time so far, every segment of a resumed run included."""
+        return self.elapsed_before + time.time() - self.started
+
+    def save(self, path: Path, config: dict, world_size: int, is_main: bool) -> None:
+        """Collective: every rank contributes its data positions and RNG; rank 0 writes the file."""
+        mine = {"data": {role: s.state_dict() for role, s in self.streams.items()},
+                "rng": checkpoint.rng_state()}
+        ranks = distributed.gather_objects(mine, world_size)
+        if is_main:
+            checkpoint.save_atomically({
+                "format": FORMAT, "step": self.step, "tokens_seen": self.tokens_seen,
+                "elapsed": self.seconds(), "model": self.model.state_dict(),
+                "optimizer": export_state(self.optimizer),
+                "mols": None if self.mols is None else self.mols.state_dict(),
+                "ranks": ranks, "config": config}, path)
+        distributed.barrier()
+
+    def restore(self, path: Path, rank: int) -> dict:
+        """Load a checkpoint written by `save` (or by the format-1 trainer) into this state."""
+        saved = checkpoint.load(path)
+        self.model.load_state_dict(saved["model"])
+        import_state(self.optimizer, saved["optimizer"])
+        if self.mols is not None:
+            self.mols.load_state_dict(saved["mols"])
+        self.step, self.tokens_seen, self.elapsed_before = saved["step"], saved["tokens_seen"], saved["elapsed"]
+        self.started = time.time()
+        mine = _ranks(saved)[rank]
+        for role, stream in self.streams.items():
+            if mine["data"].get(role) is not None:
+                stream.load_state_dict(mine["data"][role])
+        checkpoint.restore_rng(mine["rng"])
+        return saved
+
+
+def _ranks(saved: dict) -> list[dict]:
+    if "ranks" in saved:
+        return saved["ranks"]
+    # format 1: parallel per-rank lists
+    return [{"data": {"train": d, "mols": e}, "rng": r}
+            for d, e, r in zip(saved["data"], saved["extra_data"], saved["rng"])]
