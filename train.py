@@ -85,11 +85,8 @@ def train(cfg: Config) -> int:
     state = TrainingState(model, optimizer, mols=None, streams={})
     mols = None
     if cfg.mols.enabled:
-        m = cfg.mols
-        mols = MoLS(model, optimizer, estimate_step=cfg.mols_estimate_step, warmup_steps=cfg.warmup_steps,
-                    reference=m.reference, min_alpha=m.min_alpha, max_alpha=m.max_alpha, estimator=m.estimator,
-                    stats_device="cpu" if m.stats_device == "cpu" else device, step=lambda: state.step,
-                    reestimate_every=m.reestimate_every, reestimate_ramp_steps=m.reestimate_ramp_steps)
+        mols = MoLS.from_config(model, optimizer, cfg.mols, estimate_step=cfg.mols_estimate_step,
+                                warmup_steps=cfg.warmup_steps, device=device, step=lambda: state.step)
         state.mols = mols
 
     stream_args = dict(rank=procs.rank, world_size=procs.world_size, vocab_limit=vocab_size)

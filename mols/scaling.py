@@ -160,6 +160,17 @@ class MoLS:
         self._hook_handles = []
         self.attach(optimizer)
 
+    @classmethod
+    def from_config(cls, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg, *, estimate_step: int,
+                    warmup_steps: int, device: torch.device | str = "cpu",
+                    step: Optional[Callable[[], int]] = None) -> "MoLS":
+        """MoLS with the settings of a `mols.config.MoLSConfig` (the `mols` section of a run config)."""
+        return cls(model, optimizer, estimate_step=estimate_step, warmup_steps=warmup_steps,
+                   reference=cfg.reference, min_alpha=cfg.min_alpha, max_alpha=cfg.max_alpha,
+                   estimator=cfg.estimator, stats_device="cpu" if cfg.stats_device == "cpu" else device,
+                   reestimate_every=cfg.reestimate_every, reestimate_ramp_steps=cfg.reestimate_ramp_steps,
+                   step=step)
+
     @property
     def step(self) -> int:
         return self._external_step() if self._external_step is not None else self._own_step
