@@ -82,16 +82,22 @@ def shard_done(directory: Path, k: int) -> dict | None:
 
 def write_shard(directory: Path, k: int, ids: Sequence[np.ndarray], dtype: np.dtype, rows: int) -> dict:
     """Write shard k from its documents' ids: the two arrays, then its json (each atomically)."""
-    directory = Path(directory)
     lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
     np.cumsum(lengths, out=offsets[1:])
     tokens = np.concatenate(ids).astype(dtype, copy=False) if len(ids) else np.zeros(0, dtype)
+    return write_shard_arrays(directory, k, tokens, offsets, rows)
+
+
+def write_shard_arrays(directory: Path, k: int, tokens: np.ndarray, offsets: np.ndarray, rows: int) -> dict:
+    """Write shard k from its flat token array and int64 document offsets (offsets[0] = 0,
+    offsets[-1] = len(tokens)): the two arrays, then its json (each atomically)."""
+    directory = Path(directory)
     stem = shard_stem(k)
     for suffix, array in ((".tokens.npy", tokens), (".offsets.npy", offsets)):
         with atomic_path(directory / f"{stem}{suffix}") as tmp, open(tmp, "wb") as f:
             np.save(f, array)
-    info = {"shard": k, "rows": rows, "documents": len(ids), "tokens": int(offsets[-1])}
+    info = {"shard": k, "rows": rows, "documents": len(offsets) - 1, "tokens": int(offsets[-1])}
     write_json_atomic(directory / f"{stem}.json", info)
     return info
 
