@@ -1,0 +1,125 @@
+"""Evaluate a run's checkpoint on its validation set, exactly as training evaluates, and nothing else.
+
+    scripts/evaluate.py runs/quickstart                       # the latest checkpoint
+    scripts/evaluate.py runs/quickstart --checkpoint runs/quickstart/checkpoints/step_0000100.pt
+
+Rebuilds the model from the checkpoint and the config saved in it, builds the fixed validation set
+of that config (data.*, batch train.eval_batch or train.micro_batch, the vocabulary of the
+checkpoint's embedding) and computes the token-weighted mean loss as train.py does, at the run's
+precision (train.precision; auto is fp32 on CPU, bf16-mixed on CUDA) and train.threads. The result
+goes to RUN_DIR/eval_step_<step>.json (written atomically); nothing else in the run directory
+changes. On the device and precision the run used, the loss of its final checkpoint is
+summary.json's final_val_loss, bit for bit (a run evaluated over several ranks sums in another
+order: equal to about 1e-12). Bad input exits with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from configs import UserError
+from data.cache import write_json_atomic
+
+if __package__:
+    from . import export_hf
+else:  # run as a plain script: its folder is sys.path[0]
+    import export_hf
+
+
+def typed_config(tree: dict):
+    """The checkpoint's config as the typed Config training used (ConfigError when it no longer fits)."""
+    try:
+        from configs import validate
+    except ImportError:
+        from training.config import validate
+    return validate(tree)
+
+
+def precision_of(precision: str, device: torch.device) -> str:
+    if precision != "auto":
+        return precision
+    return "bf16-mixed" if device.type == "cuda" else "fp32"
+
+
+@torch.no_grad()
+def validation_loss(model, val_batches, device: torch.device, autocast) -> tuple[float, int]:
+    """(mean loss per target token, target tokens), as training.evaluation.evaluate on one rank."""
+    from models import loss_sum_and_count
+
+    model.eval()
+    total, count = 0.0, 0
+    for batch in val_batches:
+        with autocast():
+            loss, n = loss_sum_and_count(model, {k: v.to(device) for k, v in batch.items()})
+        total, count = total + float(loss), count + int(n)
+    return total / max(count, 1), int(count)
+
+
+def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str = "auto") -> tuple[Path, dict]:
+    """Evaluate; (the result file written, its contents)."""
+    from data import build_val_batches, get_tokenizer
+    from models import build_model
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    ckpt, state = export_hf.load_checkpoint(checkpoint_path or run_dir)
+    cfg = typed_config(state["config"])
+    weights = export_hf.model_weights(state)
+    vocab = export_hf.embedding_rows(cfg.model.size, weights, cfg.model.overrides)
+
+    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    precision = precision_of(cfg.train.precision, dev)
+    model = build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
+                        overrides=cfg.model.overrides)
+    model.load_state_dict(weights)
+    if precision == "bf16-pure":
+        model.to(torch.bfloat16)
+    model.to(dev)
+    autocast = ((lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
+                else contextlib.nullcontext)
+
+    tokenizer = get_tokenizer(cfg.data.tokenizer)
+    batch_size = cfg.train.eval_batch or cfg.train.micro_batch
+    val_batches = build_val_batches(cfg.data, tokenizer, rank=0, world_size=1, batch_size=batch_size,
+                                    vocab_limit=vocab)
+    start = time.time()
+    loss, tokens = validation_loss(model, val_batches, dev, autocast)
+    step = int(state.get("step", 0))
+    result = {"step": step, "checkpoint": str(Path(ckpt).resolve()), "val_loss": loss,
+              "val_ppl": math.exp(min(loss, 50)), "val_tokens": tokens, "val_sequences":
+              sum(len(b["input_ids"]) for b in val_batches), "batch_size": batch_size,
+              "device": str(dev), "precision": precision, "threads": torch.get_num_threads(),
+              "seconds": round(time.time() - start, 3), "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    out = run_dir / f"eval_step_{step:07d}.json"
+    write_json_atomic(out, result)
+    return out, result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run_dir", type=Path, help="the run directory (the result file is written here)")
+    parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the run's latest)")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    args = parser.parse_args(argv)
+    try:
+        out, result = evaluate_run(args.run_dir, args.checkpoint, args.device)
+    except UserError as err:
+        print(err.report(), file=sys.stderr)
+        return err.exit_code
+    print(f"step {result['step']}: validation loss {result['val_loss']:.6f}  ppl {result['val_ppl']:.4g}  "
+          f"over {result['val_tokens']:,} tokens ({result['precision']} on {result['device']}, "
+          f"{result['seconds']:.1f} s); wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
