@@ -13,11 +13,9 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from models import SIZES, build_model  # noqa: E402
 from mols import param_groups  # noqa: E402
 from mols.snr import GradientMoments  # noqa: E402

@@ -6,10 +6,11 @@ A thin wrapper: `scripts/lr_search.py [options]` is `scripts/sweep.py --table lr
 `scripts/lr_search.py --dry-run`, or `scripts/lr_search.py --partition gpu --time 48:00:00`.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sweep  # noqa: E402
+if __package__:  # python -m scripts.lr_search
+    from . import sweep
+else:  # a plain script: its folder is sys.path[0]
+    import sweep
 
 if __name__ == "__main__":
     sys.exit(sweep.main(["--table", "lr_search", *sys.argv[1:]]))

@@ -16,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from training.records import read_metrics  # noqa: E402
 
 ORDER = ["emb", "head", "qk", "vo", "mlp", "attn", "other"]

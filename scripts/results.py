@@ -29,7 +29,6 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper"
-sys.path.insert(0, str(REPO))
 from training.records import read_metrics  # noqa: E402
 
 

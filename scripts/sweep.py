@@ -171,7 +171,6 @@ def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: st
 
 def check_jobs(jobs: list[Job], world_size: int) -> list[str]:
     """Compose every job's config as train.py will, before anything is submitted."""
-    sys.path.insert(0, str(REPO))
     from configs import ConfigError
     from training.config import load_config
 

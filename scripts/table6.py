@@ -6,10 +6,11 @@ A thin wrapper: `scripts/table6.py [options]` is `scripts/sweep.py --table 6 [op
 `scripts/table6.py --dry-run`, or `scripts/table6.py --partition gpu --time 48:00:00`.
 """
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import sweep  # noqa: E402
+if __package__:  # python -m scripts.table6
+    from . import sweep
+else:  # a plain script: its folder is sys.path[0]
+    import sweep
 
 if __name__ == "__main__":
     sys.exit(sweep.main(["--table", "6", *sys.argv[1:]]))

@@ -1,15 +1,12 @@
 """scripts/results.py on synthetic run directories written the way train.py writes them."""
 import json
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import results  # noqa: E402
+from scripts import results  # noqa: E402
 
 
 def write_run(root: Path, model: str, optimizer: str, mols: bool, lr: float, seed: int,

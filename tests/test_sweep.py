@@ -4,16 +4,13 @@ import os
 import shlex
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import sweep  # noqa: E402
+from scripts import sweep  # noqa: E402
 
 TABLE_1_JOBS = 4 * 9 * 3  # sizes x rows x seeds
 
