@@ -14,13 +14,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
+import os
+import signal
 import sys
 import time
 
 import torch
 
 from configs import UserError
-from data import build_train_stream, build_val_batches, describe_data, get_tokenizer
+from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
 from data.cache import write_json_atomic
 from models import build_model, loss_sum_and_count, mean_loss, parameter_report
 from mols import MoLS, param_groups
@@ -29,8 +31,9 @@ from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
 from training.config import Config, load_config
 from training.evaluation import evaluate, perplexity, to_device
-from training.records import RunLog, environment, prepare_run_dir, save_config
-from training.state import TrainingState
+from training.faults import EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, StopRequests, nonfinite_report
+from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
+from training.state import TrainingState, check_resume_config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, e.g. --set optimizer.lr=2.5e-3 (repeatable)")
     args = parser.parse_args(argv)
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
         return train(load_config(args.config, args.set))
     except UserError as err:
@@ -47,6 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     finally:
         distributed.teardown()
+        for sig, handler in handlers.items():  # train() catches them; in-process callers get theirs back
+            signal.signal(sig, handler)
 
 
 def precision_of(cfg: Config, device: torch.device) -> str:
@@ -63,12 +69,19 @@ def train(cfg: Config) -> int:
     if t.threads:
         torch.set_num_threads(t.threads)
     accumulation = t.accumulation(procs.world_size)
+    check_wandb(cfg)
+    stops = StopRequests()  # from here on a signal stops the run at a step boundary, with a checkpoint
     run_dir = cfg.run.directory
-    resume_from = prepare_run_dir(run_dir, cfg.run.resume, is_main)
+    resume = cfg.run.resume
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"  # torchrun restarted the group after a rank died: continue from the last checkpoint
+    resume_from, saved = prepare_run_dir(run_dir, resume, is_main)
+    changes = check_resume_config(saved, cfg.to_dict(), resume_from, cfg.run.allow_resume_changes) if saved else []
     distributed.barrier()
 
     tokenizer = get_tokenizer(cfg.data.tokenizer)
     vocab_size = cfg.model.vocabulary(len(tokenizer))
+    vocabulary_note = check_vocabulary(tokenizer, vocab_size)
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
                         overrides=cfg.model.overrides)
@@ -95,8 +108,9 @@ def train(cfg: Config) -> int:
         mols_micro = cfg.mols.micro_batch or t.micro_batch
         state.streams["mols"] = build_train_stream(cfg.data, tokenizer, micro_batch=mols_micro, seed_offset=1,
                                                    **stream_args)
-    if resume_from is not None:
-        state.restore(resume_from, procs.rank)
+    if saved is not None:
+        state.restore(saved, procs.rank, resume_from)
+        del saved
 
     ddp_model = model  # MoLS estimates through this one: no_sync, parameter names of `model`
     if procs.world_size > 1:
@@ -107,11 +121,14 @@ def train(cfg: Config) -> int:
 
     log = RunLog(cfg, run_dir, is_main)
     if is_main:
-        save_config(cfg, run_dir)
-        write_json_atomic(run_dir / "environment.json", environment(procs.world_size, device))
+        save_run_records(cfg, run_dir, procs.world_size, device, resumed_at=state.step if resume_from else None)
     tokens_per_step = t.global_batch * cfg.data.seq_len
     log.say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
+    for change in changes:
+        log.say(f"changed on resume (run.allow_resume_changes): {change}")
     log.say(describe_data(cfg.data, tokenizer))
+    if vocabulary_note:
+        log.say(vocabulary_note)
     log.say(f"model {cfg.model.size} ({precision}, vocab {vocab_size}); " + parameter_report(model))
     log.say(describe_groups(optimizer))
     log.say(f"tokens per step: {tokens_per_step:,} = {t.global_batch} sequences x {cfg.data.seq_len} tokens "
@@ -138,6 +155,7 @@ def train(cfg: Config) -> int:
         run_eval()
     state.started = window_start = time.time()  # training time counts from here (set-up excluded)
     window_tokens, segment_start = 0, state.step
+    skipped = consecutive_skips = 0
     while state.step < t.steps:
         step = state.step
         if mols is not None and mols.calibration_due(step):
@@ -172,9 +190,28 @@ def train(cfg: Config) -> int:
                 loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
                 (loss * procs.world_size / divisor).backward()
             loss_total += loss.detach().double()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-                     if t.grad_clip > 0 else None)
-        optimizer.step()
+        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else
+                     torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+        # One small all-reduce per step: did any rank get a stop signal, or see a non-finite loss?
+        # (The gradient norm is the same on every rank after DDP's all-reduce.)
+        stop_requested, nonfinite = stops.poll(~(torch.isfinite(loss_total) & torch.isfinite(grad_norm)), device)
+        if nonfinite:  # never reaches the weights
+            where = nonfinite_report(model, bool(torch.isfinite(loss_total)))
+            optimizer.zero_grad(set_to_none=True)
+            skipped, consecutive_skips = skipped + 1, consecutive_skips + 1
+            if t.on_nonfinite == "stop" or consecutive_skips >= t.max_consecutive_skips:
+                last_good = checkpoint.latest_checkpoint(run_dir / "checkpoints")
+                log.log("nonfinite", step + 1, {"where": where, "skipped": skipped, "action": "stop"}, console=False)
+                log.say(f"stopped: non-finite values in update {step + 1} ({where}); "
+                        + (f"{consecutive_skips} in a row with on_nonfinite: skip; " if t.on_nonfinite == "skip" else "")
+                        + (f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet")
+                        + f"; exit code {EXIT_NONFINITE}")
+                log.finish()
+                return EXIT_NONFINITE
+            log.log("nonfinite", step + 1, {"where": where, "skipped": skipped, "action": "skip"})
+        else:
+            consecutive_skips = 0
+            optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step == segment_start:  # optimizers create their state lazily, on the first step
             log.say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.2f} MiB")
@@ -188,14 +225,24 @@ def train(cfg: Config) -> int:
             rate = window_tokens / max(time.time() - window_start, 1e-9)
             window_start, window_tokens = time.time(), 0
             record = {"loss": train_loss, "lr": cfg.optimizer.lr * factor, "tokens": state.tokens_seen,
-                      "tok_per_s": rate, "grad_norm": None if grad_norm is None else float(grad_norm)}
+                      "tok_per_s": rate, "grad_norm": float(grad_norm)}
+            if skipped:
+                record["skipped"] = skipped
             if mols is not None:
                 record["mols_multipliers"] = mols.multipliers(step)
             log.log("train", done, record, step_of=t.steps)
         if done % t.eval_every == 0 and done != t.steps:
             run_eval()
-        if t.checkpoint_every and done % t.checkpoint_every == 0 and done != t.steps:
+        if done == t.steps:
+            break  # the final evaluation and checkpoint follow
+        if (t.checkpoint_every and done % t.checkpoint_every == 0) or stop_requested:
             save_checkpoint()
+        if stop_requested:
+            log.log("stopped", done, {"signal": stops.name or "(another rank's)", "checkpoint": f"step_{done:07d}.pt"})
+            log.say(f"stopped by {stops.name or 'a signal to another rank'} after update {done}: checkpoint saved; "
+                    f"continue with --set run.resume=auto (exit code {EXIT_PREEMPTED})")
+            log.finish()
+            return EXIT_PREEMPTED
 
     final_loss = run_eval()
     save_checkpoint()

@@ -96,6 +96,22 @@ def _ensure_eos_and_pad(tokenizer: PreTrainedTokenizerBase) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def check_vocabulary(tokenizer: PreTrainedTokenizerBase, model_vocab: int) -> str | None:
+    """A model vocabulary that would cut ids the tokenizer produces from text is a UserError; one
+    that only cuts added special tokens (t5-base's 100 sentinels above 32,000) is allowed, and the
+    returned note says so (None when nothing is cut)."""
+    if model_vocab >= len(tokenizer):
+        return None
+    special = set(tokenizer.added_tokens_decoder) | set(tokenizer.all_special_ids)
+    cut = [i for i in range(model_vocab, len(tokenizer)) if i not in special]
+    if cut:
+        raise UserError(f"model vocabulary ({model_vocab}) is smaller than the tokenizer's ({len(tokenizer)}): "
+                        f"{len(cut):,} ids that text produces (from {cut[0]} on) would all become one token; "
+                        f"raise model.vocab_size or pick a tokenizer that fits")
+    return (f"model vocabulary {model_vocab} < tokenizer's {len(tokenizer)}: ids >= {model_vocab} are added "
+            f"special tokens that text never produces; they map to unk")
+
+
 def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
     """A digest of what decides token ids (vocabulary, merges, normalisation, eos/pad/unk), used
     as the cache key of pre-tokenized data and to check that a resumed stream uses the same one."""

@@ -36,6 +36,7 @@ class RunConfig:
     out_dir: str = "runs"            # the run directory is out_dir/name
     seed: int = 0                    # model init (and everything not data-order related)
     resume: Optional[str] = None     # null | "auto" (latest checkpoint of this run dir) | a path
+    allow_resume_changes: bool = False  # resume although settings differ from the checkpoint's
     wandb: WandbConfig = field(default_factory=WandbConfig)
 
     def validate(self) -> list[str]:
@@ -69,6 +70,8 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
     threads: Optional[int] = None        # torch CPU threads per rank
+    on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient norm never reaches the weights
+    max_consecutive_skips: int = 10      # on_nonfinite: skip stops the run after this many skips in a row
 
     def validate(self) -> list[str]:
         problems: list[str] = []
@@ -76,6 +79,7 @@ class TrainConfig:
             check_range(problems, f"train.{name}", getattr(self, name), low=0, low_open=True)
         for name in ("eval_batch", "threads"):
             check_range(problems, f"train.{name}", getattr(self, name), low=0, low_open=True, optional=True)
+        check_range(problems, "train.max_consecutive_skips", self.max_consecutive_skips, low=1)
         for name in ("grad_clip", "checkpoint_every"):
             check_range(problems, f"train.{name}", getattr(self, name), low=0)
         check_range(problems, "train.warmup_ratio", self.warmup_ratio, low=0, high=1)

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from configs import UserError
-from data.cache import write_text_atomic
+from data.cache import write_json_atomic, write_text_atomic
 from training import checkpoint
 
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "bitsandbytes", "galore-torch",
@@ -66,30 +66,72 @@ def read_metrics(path: Path) -> list[dict]:
     return sorted(latest.values(), key=lambda r: (r["step"], r["kind"]))
 
 
-def save_config(cfg, run_dir: Path) -> None:
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+def save_run_records(cfg, run_dir: Path, world_size: int, device: torch.device, resumed_at: int | None) -> None:
+    """config.yaml and environment.json; a resumed segment of the run writes its own copies
+    (config.step_0000800.yaml, ...) so the settings of every segment are kept."""
+    suffix = "" if resumed_at is None else f".step_{resumed_at:07d}"
+    write_text_atomic(run_dir / f"config{suffix}.yaml", yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    write_json_atomic(run_dir / f"environment{suffix}.json", environment(world_size, device))
 
 
-def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool) -> Path | None:
-    """Create the run directory; the checkpoint to resume from (None: a fresh run).
+def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool) -> tuple[Path | None, dict | None]:
+    """Create the run directory; the checkpoint to resume from and its contents (None, None: fresh).
 
-    A directory that already holds a run is never overwritten: resume it or pick another name."""
+    A directory that already holds a run is never overwritten: resume it or pick another name.
+    `resume: auto` skips (and names) a latest checkpoint that cannot be read and takes the one
+    before; an explicit checkpoint that cannot be read is a UserError naming it."""
     ckpt_dir = run_dir / "checkpoints"
+    found: tuple[Path | None, dict | None] = (None, None)
     if resume == "auto":
-        resume_from = checkpoint.latest_checkpoint(ckpt_dir)
+        for path in reversed(checkpoint.list_checkpoints(ckpt_dir)):
+            try:
+                found = (path, checkpoint.load(path))
+                break
+            except UserError as err:
+                if is_main:
+                    print(f"warning: skipping unreadable checkpoint {path.name} ({err}); trying the one before",
+                          flush=True)
     elif resume:
         path = Path(resume)
-        resume_from = checkpoint.latest_checkpoint(path / "checkpoints") if path.is_dir() else path
-        if resume_from is None:
-            raise UserError(f"run.resume: no checkpoint found in {path}")
-    else:
-        resume_from = None
-        if checkpoint.list_checkpoints(ckpt_dir) or (run_dir / "summary.json").exists():
-            raise UserError(f"run directory {run_dir} already holds a run; continue it with "
-                            f"--set run.resume=auto, or pick another run.name")
+        if path.is_dir():
+            path = checkpoint.latest_checkpoint(path / "checkpoints")
+            if path is None:
+                raise UserError(f"run.resume: no checkpoint found in {resume}")
+        found = (path, checkpoint.load(path))
+    elif checkpoint.list_checkpoints(ckpt_dir) or (run_dir / "summary.json").exists():
+        raise UserError(f"run directory {run_dir} already holds a run; continue it with "
+                        f"--set run.resume=auto, or pick another run.name")
     if is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-    return resume_from
+    return found
+
+
+WANDB_MODES = ("disabled", "offline", "online")
+
+
+def wandb_mode(cfg) -> str:
+    """The environment's WANDB_MODE wins over run.wandb.mode (wandb's own convention)."""
+    return os.environ.get("WANDB_MODE") or cfg.run.wandb.mode
+
+
+def check_wandb(cfg) -> None:
+    """Fail in seconds, before anything is built, when wandb cannot work as configured."""
+    mode = wandb_mode(cfg)
+    if mode not in WANDB_MODES and mode != "dryrun":
+        raise UserError(f"WANDB_MODE={mode!r} is not one of {', '.join(WANDB_MODES)}")
+    if mode != "online" or os.environ.get("WANDB_API_KEY"):
+        return
+    try:
+        import netrc
+        logged_in = netrc.netrc().authenticators(os.environ.get("WANDB_BASE_URL", "api.wandb.ai")
+                                                 .split("//")[-1].split("/")[0]) is not None
+    except (OSError, netrc.NetrcParseError):
+        logged_in = False
+    if not logged_in:
+        raise UserError("wandb is online (run.wandb.mode or WANDB_MODE) but no credentials were found "
+                        "(no WANDB_API_KEY, no `wandb login` entry in ~/.netrc). Log in, or run with "
+                        "--set run.wandb.mode=offline (upload later with `wandb sync`) or "
+                        "--set run.wandb.mode=disabled (or WANDB_MODE=offline / disabled)")
 
 
 class Wandb:
@@ -98,7 +140,8 @@ class Wandb:
     def __init__(self, cfg, run_dir: Path, enabled: bool):
         self.run = None
         settings = cfg.run.wandb
-        if not enabled or settings.mode == "disabled":
+        mode = wandb_mode(cfg)
+        if not enabled or mode == "disabled":
             return
         import wandb
 
@@ -106,7 +149,7 @@ class Wandb:
         run_id = id_file.read_text().strip() if id_file.exists() else uuid.uuid4().hex[:12]
         id_file.write_text(run_id)
         self.run = wandb.init(project=settings.project, entity=settings.entity, group=settings.group,
-                              name=cfg.run.name, tags=settings.tags, config=cfg.to_dict(), mode=settings.mode,
+                              name=cfg.run.name, tags=settings.tags, config=cfg.to_dict(), mode=mode,
                               dir=str(run_dir), id=run_id, resume="allow")
 
     def log(self, values: dict, step: int) -> None:

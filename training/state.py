@@ -17,8 +17,10 @@ from typing import Any, Optional
 
 import torch
 
+from configs import ConfigError, UserError
 from optimizers import export_state, import_state
 from training import checkpoint, distributed
+from training.config import validate
 
 FORMAT = 2
 
@@ -52,10 +54,13 @@ class TrainingState:
                 "ranks": ranks, "config": config}, path)
         distributed.barrier()
 
-    def restore(self, path: Path, rank: int) -> dict:
+    def restore(self, saved: dict, rank: int, path: Path) -> None:
         """Load a checkpoint written by `save` (or by the format-1 trainer) into this state."""
-        saved = checkpoint.load(path)
-        self.model.load_state_dict(saved["model"])
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as err:  # torch lists every mismatched tensor: one line is enough
+            first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+            raise UserError(f"checkpoint {path} holds a different model than this config builds ({first})") from None
         import_state(self.optimizer, saved["optimizer"])
         if self.mols is not None:
             self.mols.load_state_dict(saved["mols"])
@@ -66,7 +71,6 @@ class TrainingState:
             if mine["data"].get(role) is not None:
                 stream.load_state_dict(mine["data"][role])
         checkpoint.restore_rng(mine["rng"])
-        return saved
 
 
 def _ranks(saved: dict) -> list[dict]:
@@ -75,3 +79,44 @@ def _ranks(saved: dict) -> list[dict]:
     # format 1: parallel per-rank lists
     return [{"data": {"train": d, "mols": e}, "rng": r}
             for d, e, r in zip(saved["data"], saved["extra_data"], saved["rng"])]
+
+
+# Settings a resumed run may change freely: logging, evaluation and checkpoint cadence, wandb,
+# workers, threads, compile, and where the run lives. Anything else changes what is trained.
+RESUME_MAY_CHANGE = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
+                     "train.log_every", "train.eval_every", "train.eval_batch", "train.checkpoint_every",
+                     "train.keep_checkpoints", "train.compile", "train.threads", "data.num_workers")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict, now: dict) -> list[str]:
+    """`key: checkpoint -> now` for every setting that differs, outside RESUME_MAY_CHANGE."""
+    try:  # fill in defaults the checkpoint's config may leave out
+        saved = validate(saved).to_dict()
+    except ConfigError:
+        pass
+    old, new = _flatten(saved), _flatten(now)
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key.startswith(RESUME_MAY_CHANGE) or old.get(key) == new.get(key):
+            continue
+        changes.append(f"{key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
+    return changes
+
+
+def check_resume_config(saved: dict, now: dict, path: Path, allowed: bool) -> list[str]:
+    """The differences (said when `allowed`); a ConfigError listing them when not."""
+    changes = config_changes(saved.get("config") or {}, now)
+    if changes and not allowed:
+        raise ConfigError([f"resuming from {path} with settings that differ from its run "
+                           f"(add --set run.allow_resume_changes=true if this is intended):", *changes])
+    return changes

@@ -1,0 +1,74 @@
+"""What stops a run early, and how it says so: preemption signals and non-finite values.
+
+Exit codes of train.py (also in the README):
+    0   finished
+    2   bad input (config, file, flag, resume mismatch): a message, no traceback
+    65  stopped on a non-finite loss or gradient (on_nonfinite: stop, or too many skips);
+        the last good checkpoint is kept
+    75  stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) after saving a checkpoint at the
+        step it stopped at: `--set run.resume=auto` continues exactly (EX_TEMPFAIL: try again)
+    other non-zero: an internal error, with its traceback
+"""
+from __future__ import annotations
+
+import signal
+from typing import Optional
+
+import torch
+
+from training import distributed
+
+EXIT_NONFINITE = 65
+EXIT_PREEMPTED = 75
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+
+
+class StopRequests:
+    """Remembers a stop signal instead of dying of it; the loop stops at the next step boundary.
+
+    `poll(nonfinite)` is collective: every rank learns whether any rank was signalled and whether
+    any rank saw a non-finite loss, in one small all-reduce per step, so all ranks stop after the
+    same step (none saves another step or waits forever for the others)."""
+
+    def __init__(self, signals=STOP_SIGNALS):
+        self.received: Optional[int] = None
+        self._previous = {}
+        for sig in signals:
+            self._previous[sig] = signal.signal(sig, self._note)
+
+    def _note(self, signum, frame) -> None:
+        if signum == signal.SIGINT and self.received == signal.SIGINT:
+            raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
+        self.received = signum
+
+    def restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def poll(self, nonfinite_loss: torch.Tensor, device: torch.device) -> tuple[bool, bool]:
+        """(stop requested on some rank, loss non-finite on some rank)."""
+        flags = torch.stack([torch.tensor(float(self.received is not None), device=device),
+                             nonfinite_loss.to(device=device, dtype=torch.float32)])
+        flags = distributed.all_reduce_tensor(flags).tolist()
+        return flags[0] > 0, flags[1] > 0
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.received).name if self.received is not None else ""
+
+
+def nonfinite_report(model: torch.nn.Module, loss_finite: bool) -> str:
+    """Where the non-finite values are: the loss, then the first parameter (walking back from the
+    output, the order backprop reaches them) whose gradient holds NaN or inf, with its module."""
+    from mols.groups import base_class
+
+    bad = [(name, param) for name, param in model.named_parameters()
+           if param.grad is not None and not torch.isfinite(param.grad).all()]
+    parts = [] if loss_finite else ["the loss is non-finite"]
+    if bad:
+        name, param = bad[-1]
+        parts.append(f"first non-finite gradient: {name} (module class {base_class(name)}; "
+                     f"{len(bad)} of {sum(1 for _ in model.parameters())} parameter tensors non-finite)")
+    elif loss_finite:
+        parts.append("the gradient norm is non-finite")
+    return "; ".join(parts)
