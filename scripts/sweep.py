@@ -6,7 +6,7 @@ run name, output directory, `run.resume=auto` so a requeued job continues from i
 and the wandb group/tags).
 
     # the paper's tables (models and rows from configs/paper/paper_results.yaml)
-    scripts/sweep.py --table 1 --dry-run                 # print the sbatch script and the jobs
+    scripts/sweep.py --table 1 --dry-run                 # print the sbatch script, the jobs, the GPU-hours
     scripts/sweep.py --table 1 --partition gpu --time 48:00:00
     scripts/sweep.py --table lr_search --models llama_60m
 
@@ -17,10 +17,14 @@ and the wandb group/tags).
 Slurm mode writes <out-dir>/<name>/slurm/{<name>.sbatch, <name>.jobs, logs/} and submits with
 sbatch; array task i runs line i+1 of the jobs file through srun + torchrun on every node of its
 allocation. Local mode runs the jobs one after another on this machine.
+
+The sbatch script asks for --cpus-per-task and --mem derived from the configs (see job_cost; the
+flags override them); a dry run also prints the grid's estimated GPU-hours (see estimate_line).
 """
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import subprocess
 import sys
@@ -182,6 +186,84 @@ def check_jobs(jobs: list[Job], world_size: int) -> list[str]:
             hint = "; change --nodes/--gpus-per-node or --set train.micro_batch=..." if "world size" in str(err) else ""
             problems += [f"{job.run_name}: {p}{hint}" for p in err.problems]
     return problems
+
+
+# ------------------------------------------------------------------------------------------------
+# What the grid costs: GPU-hours, and the host CPUs and memory of one job
+# ------------------------------------------------------------------------------------------------
+
+DEFAULT_MFU = 0.40                # model FLOPs utilisation assumed for the estimate
+DEFAULT_GPU_PEAK_TFLOPS = 989.0   # H100 SXM dense bf16
+BASE_MEM_PER_RANK_GIB = 16        # host memory per rank besides MoLS: torch/CUDA, data workers, checkpointing
+CPUS_PER_RANK_BESIDES_WORKERS = 2  # the training process itself and its main-thread slack
+FALLBACK_VOCAB = 32100            # t5-base's, for sizes that take the tokenizer's vocabulary
+
+_PARAMETERS: dict = {}
+
+
+def parameter_count(size: str, vocab: int, overrides: dict | None = None) -> int:
+    """All parameters of a model size (embeddings included), counted on the meta device."""
+    key = (size, vocab, repr(sorted((overrides or {}).items())))
+    if key not in _PARAMETERS:
+        from models import build_model
+        model = build_model(size, vocab, overrides=overrides, device="meta")
+        _PARAMETERS[key] = sum(p.numel() for p in model.parameters())
+    return _PARAMETERS[key]
+
+
+@dataclass
+class JobCost:
+    parameters: int
+    flops: float           # training FLOPs of the whole job
+    cpus_per_rank: int
+    mem_per_rank_bytes: int
+
+
+def job_cost(cfg) -> JobCost:
+    """FLOPs per token 6N + 12*L*H*T (N all parameters, L layers, H hidden, T seq_len) times
+    steps x global_batch x seq_len training tokens (evaluation and MoLS's SNR samples not counted);
+    host CPUs data.num_workers + 2 per rank; host memory per rank: a base allowance, plus MoLS's two
+    fp32 copies of the parameters (8 bytes each) when its statistics live on the CPU."""
+    from models import SIZES
+
+    size = SIZES[cfg.model.size]
+    vocab = cfg.model.vocab_size or size.vocab or FALLBACK_VOCAB
+    n = parameter_count(cfg.model.size, vocab, cfg.model.overrides)
+    seq_len = cfg.data.seq_len
+    tokens = cfg.train.steps * cfg.train.global_batch * seq_len
+    flops = tokens * (6 * n + 12 * size.layers * size.hidden * seq_len)
+    mols_on_cpu = cfg.mols.enabled and cfg.mols.stats_device == "cpu"
+    mem = BASE_MEM_PER_RANK_GIB * 2**30 + (8 * n if mols_on_cpu else 0)
+    return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
+
+
+def job_costs(jobs: list[Job]) -> list[JobCost]:
+    from training.config import load_config
+    return [job_cost(load_config([REPO / c for c in job.configs], job.overrides)) for job in jobs]
+
+
+def gpu_hours(flops: float, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_GPU_PEAK_TFLOPS) -> float:
+    return flops / (mfu * peak_tflops * 1e12) / 3600
+
+
+def estimate_line(jobs: list[Job], costs: list[JobCost], mfu: float = DEFAULT_MFU,
+                  peak_tflops: float = DEFAULT_GPU_PEAK_TFLOPS) -> str:
+    total = gpu_hours(sum(c.flops for c in costs), mfu, peak_tflops)
+    by_model: dict[str, float] = {}
+    for job, cost in zip(jobs, costs):
+        by_model[job.model] = by_model.get(job.model, 0.0) + gpu_hours(cost.flops, mfu, peak_tflops)
+    parts = ", ".join(f"{model} {hours:,.1f}" for model, hours in by_model.items())
+    return (f"[sweep] estimated compute: {total:,.1f} GPU-hours ({parts}); assumes FLOPs/token = "
+            f"6N + 12*layers*hidden*seq_len (N all parameters), steps x global_batch x seq_len tokens, "
+            f"{100 * mfu:g}% MFU of {peak_tflops:g} TFLOP/s per GPU (--assume-mfu, --gpu-peak-tflops)")
+
+
+def slurm_resources(costs: list[JobCost], processes_per_node: int) -> tuple[int, str]:
+    """(--cpus-per-task, --mem) for the array: one task per node runs every rank of the node, so
+    the largest job's per-rank needs times the ranks per node."""
+    cpus = processes_per_node * max(c.cpus_per_rank for c in costs)
+    mem_gib = math.ceil(processes_per_node * max(c.mem_per_rank_bytes for c in costs) / 2**30)
+    return cpus, f"{mem_gib}G"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -350,13 +432,21 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     run.add_argument("--nproc-per-node", type=int, help="processes per node (default: GPUs per node; 1 locally)")
     run.add_argument("--nodes", type=int, help="nodes per job (Slurm)")
     run.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (Slurm; 0 for CPU nodes)")
-    run.add_argument("--cpus-per-task", type=int)
-    run.add_argument("--mem", help="memory per node, e.g. 200G")
+    run.add_argument("--cpus-per-task", type=int, help="CPUs of the one task per node (default: from the config, "
+                     "(data.num_workers + 2) per rank)")
+    run.add_argument("--mem", help="memory per node, e.g. 200G (default: from the config, "
+                     f"{BASE_MEM_PER_RANK_GIB}G per rank plus 8 bytes per parameter per rank for MoLS on the CPU)")
     run.add_argument("--time", help="time limit per job, e.g. 48:00:00 (jobs requeue themselves before it)")
     run.add_argument("--partition")
     run.add_argument("--max-parallel", type=int, help="run at most this many array tasks at once")
     run.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option, e.g. --account=abc")
+    run.add_argument("--assume-mfu", type=float, default=DEFAULT_MFU,
+                     help="model FLOPs utilisation for the dry run's GPU-hours estimate (default: %(default)s)")
+    run.add_argument("--gpu-peak-tflops", type=float, default=DEFAULT_GPU_PEAK_TFLOPS,
+                     help="peak TFLOP/s of one GPU for the estimate (default: H100 dense bf16, %(default)s)")
     args = parser.parse_args(argv)
+    if not 0 < args.assume_mfu <= 1 or args.gpu_peak_tflops <= 0:
+        parser.error("--assume-mfu must be in (0, 1] and --gpu-peak-tflops positive")
 
     preset = TABLE_PRESETS.get(args.table, {})
     table = paper_tables()[preset["table"]] if preset else None
@@ -395,6 +485,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(f"[sweep] {args.name}: {len(jobs)} jobs over {len(args.models)} model(s), {len(args.methods)} method(s), "
           f"{len({j.lr for j in jobs})} learning rate(s), {len(args.seeds)} seed(s); runs in {args.out_dir}/{args.name}/")
+    costs = job_costs(jobs) if args.dry_run or args.mode == "slurm" else []
+    if args.dry_run:
+        print(estimate_line(jobs, costs, args.assume_mfu, args.gpu_peak_tflops))
+    if costs:  # sbatch's CPUs and memory from the configs, unless given
+        cpus, mem = slurm_resources(costs, slurm.processes_per_node)
+        slurm.cpus_per_task = cpus if slurm.cpus_per_task is None else slurm.cpus_per_task
+        slurm.mem = slurm.mem or mem
 
     if args.mode == "local":
         nproc = args.nproc_per_node or 1

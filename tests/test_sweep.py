@@ -181,3 +181,55 @@ def test_local_dry_run_prints_commands(capsys):
     assert all(shlex.split(c)[1] == "train.py" for c in commands)
     assert sweep.main(args + ["--nproc-per-node", "2"]) == 0
     assert "--standalone --nproc_per_node=2 train.py" in capsys.readouterr().out
+
+
+def gpu_hours_of(output: str) -> float:
+    (line,) = [line for line in output.splitlines() if line.startswith("[sweep] estimated compute:")]
+    return float(line.split(":", 1)[1].split("GPU-hours")[0].replace(",", ""))
+
+
+def test_dry_run_estimates_gpu_hours(capsys):
+    from models import build_model
+
+    args = ["--models", "llama_60m", "--methods", "adam", "--lrs", "1e-3", "--seeds", "0,1", "--dry-run"]
+    assert sweep.main(args) == 0
+    out = capsys.readouterr().out
+    assert "6N + 12*layers*hidden*seq_len" in out and "40% MFU of 989 TFLOP/s" in out
+    # llama_60m: 10k steps x 512 sequences x 256 tokens, all 58M parameters (vocabulary 32000)
+    n = sum(p.numel() for p in build_model("llama_60m", 32000, device="meta").parameters())
+    per_token = 6 * n + 12 * 8 * 512 * 256
+    expected = 2 * 10_000 * 512 * 256 * per_token / (0.4 * 989e12) / 3600
+    assert gpu_hours_of(out) == pytest.approx(expected, abs=0.05)
+    assert sweep.main(args + ["--assume-mfu", "0.2", "--gpu-peak-tflops", "494.5"]) == 0
+    assert gpu_hours_of(capsys.readouterr().out) == pytest.approx(4 * expected, abs=0.2)
+    assert sweep.main(args + ["--mode", "local"]) == 0  # local dry runs print it too
+    assert gpu_hours_of(capsys.readouterr().out) == pytest.approx(expected, abs=0.05)
+
+
+def sbatch_directives(output: str) -> dict:
+    return dict(line[len("#SBATCH --"):].split("=", 1) for line in output.splitlines()
+                if line.startswith("#SBATCH --") and "=" in line)
+
+
+def test_sbatch_cpus_and_memory_come_from_the_config(capsys):
+    from models import build_model
+
+    base = ["--models", "llama_1b", "--lrs", "1e-3", "--seeds", "0", "--dry-run"]
+    assert sweep.main(base + ["--methods", "adam"]) == 0
+    directives = sbatch_directives(capsys.readouterr().out)
+    assert directives["cpus-per-task"] == str(8 * (1 + 2))   # (data.num_workers + 2) x 8 ranks
+    assert directives["mem"] == f"{8 * sweep.BASE_MEM_PER_RANK_GIB}G"
+
+    # MoLS keeps two fp32 copies of the parameters per rank on the CPU: 8 bytes per parameter per rank
+    n = sum(p.numel() for p in build_model("llama_1b", 32000, device="meta").parameters())
+    assert sweep.main(base + ["--methods", "adam,adam+mols", "--set", "data.num_workers=4"]) == 0
+    directives = sbatch_directives(capsys.readouterr().out)
+    assert directives["cpus-per-task"] == str(8 * (4 + 2))
+    assert directives["mem"] == f"{-(-8 * (sweep.BASE_MEM_PER_RANK_GIB * 2**30 + 8 * n) // 2**30)}G"
+
+    assert sweep.main(base + ["--methods", "adam+mols", "--set", "mols.stats_device=device"]) == 0
+    assert sbatch_directives(capsys.readouterr().out)["mem"] == f"{8 * sweep.BASE_MEM_PER_RANK_GIB}G"
+
+    assert sweep.main(base + ["--methods", "adam+mols", "--cpus-per-task", "7", "--mem", "99G"]) == 0
+    directives = sbatch_directives(capsys.readouterr().out)
+    assert (directives["cpus-per-task"], directives["mem"]) == ("7", "99G")
