@@ -74,7 +74,12 @@ def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str
     weights = export_hf.model_weights(state)
     vocab = export_hf.embedding_rows(cfg.model.size, weights, cfg.model.overrides)
 
-    dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    try:
+        dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
+    except RuntimeError:
+        raise UserError(f"--device: expected auto, cpu or cuda[:N], got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device: no CUDA device is available here")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     precision = precision_of(cfg.train.precision, dev)
