@@ -190,8 +190,8 @@ def train(cfg: Config) -> int:
                 loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
                 (loss * procs.world_size / divisor).backward()
             loss_total += loss.detach().double()
-        grad_norm = (torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip) if t.grad_clip > 0 else
-                     torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        grad_norm = torch.nn.utils.get_total_norm(grads)  # clipped below, once known to be finite
         # One small all-reduce per step: did any rank get a stop signal, or see a non-finite loss?
         # (The gradient norm is the same on every rank after DDP's all-reduce.)
         stop_requested, nonfinite = stops.poll(~(torch.isfinite(loss_total) & torch.isfinite(grad_norm)), device)
@@ -211,6 +211,8 @@ def train(cfg: Config) -> int:
             log.log("nonfinite", step + 1, {"where": where, "skipped": skipped, "action": "skip"})
         else:
             consecutive_skips = 0
+            if t.grad_clip > 0:  # with the norm above: exactly torch's clip_grad_norm_
+                torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip, grad_norm)
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if step == segment_start:  # optimizers create their state lazily, on the first step

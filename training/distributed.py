@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -36,7 +37,17 @@ def setup(device_preference: str = "auto") -> Processes:
     else:
         device = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        backend = "nccl" if use_cuda else "gloo"
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
+        if restart and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+            # torchrun keeps its store across restarts: without a fresh prefix the new group would
+            # read the dead group's addresses and fail to connect.
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
+                                  is_master=False, timeout=timedelta(minutes=10))
+            dist.init_process_group(backend, store=dist.PrefixStore(f"/mols/restart_{restart}", store),
+                                    rank=rank, world_size=world_size)
+        else:
+            dist.init_process_group(backend=backend)
     return Processes(rank, world_size, local_rank, device)
 
 
