@@ -1,7 +1,9 @@
 """The MoLS rule and its application to any torch optimizer whose param groups carry `module_class`.
 
 alpha_m = sqrt(SNR_ref / SNR_m), estimated once (by default at 1% of training), ramped linearly
-from 1 to alpha over the rest of warm-up, then fixed. The multiplier is applied inside optimizer
+from 1 to alpha over the rest of warm-up, then fixed. No floor by default (the paper's rule: a
+module above the reference gets alpha < 1); `min_alpha=1.0` only boosts. `fixed_multipliers`
+replaces the estimate by hand-set alphas, ramped in the same way (the paper's hand-tuned baseline). The multiplier is applied inside optimizer
 step hooks: before `step()` each group's lr is multiplied by its class's multiplier, after it the
 lr is put back, so any schedule (ours, or a torch LR scheduler) stays in charge of the base lr.
 Slices of one tensor in different classes (GPT-2's fused QKV) get their *update* scaled instead:
@@ -12,7 +14,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
 
 import torch
@@ -22,6 +24,7 @@ from mols.snr import SNRMeasurement, default_loss, measure_module_snr
 
 UNSCALED = ("other", MIXED)  # classes that always keep multiplier 1
 AUTO_REFERENCE_CANDIDATES = ("qk", "vo", "mlp", "attn")
+FIXED = "fixed"  # the `reference` of a calibration with hand-set multipliers
 
 
 def resolve_reference(module_snr: dict[str, float], reference: str) -> str:
@@ -42,7 +45,7 @@ def resolve_reference(module_snr: dict[str, float], reference: str) -> str:
     return max(candidates, key=candidates.get)
 
 
-def compute_alphas(module_snr: dict[str, float], reference: str = "vo", min_alpha: float = 1.0,
+def compute_alphas(module_snr: dict[str, float], reference: str = "vo", min_alpha: Optional[float] = None,
                    max_alpha: Optional[float] = None) -> tuple[dict[str, float], str]:
     ref = resolve_reference(module_snr, reference)
     ref_snr = module_snr[ref]
@@ -56,7 +59,9 @@ def compute_alphas(module_snr: dict[str, float], reference: str = "vo", min_alph
                           f"its multiplier is set to {max_alpha or 1.0}")
             alphas[cls] = max_alpha or 1.0
             continue
-        alpha = max(min_alpha, math.sqrt(ref_snr / snr))
+        alpha = math.sqrt(ref_snr / snr)
+        if min_alpha is not None:
+            alpha = max(min_alpha, alpha)
         alphas[cls] = min(alpha, max_alpha) if max_alpha else alpha
     return alphas, ref
 
@@ -87,13 +92,21 @@ class Calibration:
     gradient_samples: int
     sequences: int
     seconds: float
+    zero_variance_fraction: dict[str, float] = field(default_factory=dict)
 
     def table(self) -> str:
+        if self.reference == FIXED:
+            lines = [f"MoLS at step {self.step}: hand-set multipliers (mols.fixed_multipliers), no SNR estimate",
+                     f"  {'module':<14}{'alpha':>9}"]
+            lines += [f"  {cls:<14}{self.alphas[cls]:>9.3f}" for cls in sorted(self.alphas)]
+            return "\n".join(lines)
         lines = [f"MoLS calibration at step {self.step}: {self.sequences} sequences in "
                  f"{self.gradient_samples} gradient samples, {self.seconds:.1f}s; reference {self.reference}",
-                 f"  {'module':<14}{'SNR':>12}{'alpha':>9}"]
+                 f"  {'module':<14}{'SNR':>12}{'alpha':>9}" + ("  zero-variance elements" if self.zero_variance_fraction else "")]
         for cls in sorted(self.module_snr, key=lambda c: -self.module_snr[c]):
-            lines.append(f"  {cls:<14}{self.module_snr[cls]:>12.4g}{self.alphas[cls]:>9.3f}")
+            zero = self.zero_variance_fraction.get(cls)
+            lines.append(f"  {cls:<14}{self.module_snr[cls]:>12.4g}{self.alphas[cls]:>9.3f}"
+                         + (f"  {100 * zero:.1f}%" if zero else ""))
         return "\n".join(lines)
 
 
@@ -129,8 +142,9 @@ class MoLS:
     """
 
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, estimate_step: int,
-                 warmup_steps: int, reference: str = "vo", min_alpha: float = 1.0,
-                 max_alpha: Optional[float] = None, estimator: str = "mean",
+                 warmup_steps: int, reference: str = "vo", min_alpha: Optional[float] = None,
+                 max_alpha: Optional[float] = None, estimator: str = "mean", zero_variance: str = "count",
+                 fixed_multipliers: Optional[dict[str, float]] = None,
                  stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
                  reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None):
         inner = getattr(model, "module", model)
@@ -144,12 +158,21 @@ class MoLS:
         if not classes:
             raise ValueError(f"MoLS: no parameter of {type(inner).__name__} is in a module class it can scale; "
                              "add its name patterns to mols/groups.py")
-        if reference not in ("max", "auto") and not any(c == reference or c.endswith("." + reference) for c in classes):
+        if fixed_multipliers is not None:
+            unknown = [c for c in fixed_multipliers if not any(k == c or k.endswith("." + c) for k in classes)]
+            if unknown:
+                raise ValueError(f"MoLS: fixed_multipliers names {', '.join(map(repr, unknown))}, not a module class "
+                                 f"of the optimizer's groups (classes: {', '.join(sorted(classes))})")
+        elif reference not in ("max", "auto") and not any(c == reference or c.endswith("." + reference) for c in classes):
             raise ValueError(f"MoLS: reference {reference!r} matches no module class of the optimizer's groups "
                              f"(classes: {', '.join(sorted(classes))}); set mols.reference")
         self.estimate_step, self.warmup_steps = estimate_step, warmup_steps
         self.reference, self.min_alpha, self.max_alpha = reference, min_alpha, max_alpha
         self.estimator, self.stats_device = estimator, stats_device
+        if zero_variance not in ("count", "exclude"):
+            raise ValueError(f"MoLS: unknown zero_variance {zero_variance!r} (count or exclude)")
+        self.zero_variance = zero_variance
+        self.fixed_multipliers = None if fixed_multipliers is None else dict(fixed_multipliers)
         self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
         # The update being taken. A training loop passes its own counter (`step=lambda: ...`), so
         # there is one; without it MoLS counts the optimizer's steps itself (and saves the count).
@@ -167,7 +190,8 @@ class MoLS:
         """MoLS with the settings of a `mols.config.MoLSConfig` (the `mols` section of a run config)."""
         return cls(model, optimizer, estimate_step=estimate_step, warmup_steps=warmup_steps,
                    reference=cfg.reference, min_alpha=cfg.min_alpha, max_alpha=cfg.max_alpha,
-                   estimator=cfg.estimator, stats_device="cpu" if cfg.stats_device == "cpu" else device,
+                   estimator=cfg.estimator, zero_variance=cfg.zero_variance,
+                   fixed_multipliers=cfg.fixed_multipliers, stats_device="cpu" if cfg.stats_device == "cpu" else device,
                    reestimate_every=cfg.reestimate_every, reestimate_ramp_steps=cfg.reestimate_ramp_steps,
                    step=step)
 
@@ -195,15 +219,23 @@ class MoLS:
     def measure(self, model: torch.nn.Module, batches: Iterable[dict],
                 loss_fn: Callable = default_loss) -> SNRMeasurement:
         """Module SNRs now, without changing anything (for SNR tracking over training)."""
-        return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn,
-                                  stats_device=self.stats_device, estimator=self.estimator)
+        return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn, stats_device=self.stats_device,
+                                  estimator=self.estimator, zero_variance=self.zero_variance)
 
     def calibrate(self, model: torch.nn.Module, batches: Iterable[dict],
                   loss_fn: Callable = default_loss) -> Calibration:
-        """Estimate module SNRs now and start ramping towards the new alphas."""
+        """Estimate module SNRs now and start ramping towards the new alphas. With
+        `fixed_multipliers` nothing is measured (`batches` is not touched) and the hand-set
+        alphas ramp in instead."""
         step = self.step
-        result = self.measure(model, batches, loss_fn)
-        alphas, ref = compute_alphas(result.module_snr, self.reference, self.min_alpha, self.max_alpha)
+        if self.fixed_multipliers is not None:
+            classes = sorted({s.module_class for s in self.segments} - set(UNSCALED))
+            alphas = {c: float(next((v for k, v in self.fixed_multipliers.items()
+                                     if c == k or c.endswith("." + k)), 1.0)) for c in classes}
+            result, ref = SNRMeasurement({}, 0, 0, 0.0), FIXED
+        else:
+            result = self.measure(model, batches, loss_fn)
+            alphas, ref = compute_alphas(result.module_snr, self.reference, self.min_alpha, self.max_alpha)
         if self.calibrations:  # re-estimation: from the current multipliers, over a fixed window
             end = step + self.reestimate_ramp_steps
         else:                  # the paper: from 1 to alpha over the remaining warm-up
@@ -211,7 +243,7 @@ class MoLS:
         current = {c: self.multiplier(c, step) for c in alphas}
         self.ramp = Ramp(step, end, current, alphas)
         calibration = Calibration(step, result.module_snr, alphas, ref, result.gradient_samples,
-                                  result.sequences, result.seconds)
+                                  result.sequences, result.seconds, result.zero_variance_fraction)
         self.calibrations.append(calibration)
         return calibration
 

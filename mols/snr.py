@@ -2,14 +2,15 @@
 
 For one element over K gradient samples: mu = mean, var = unbiased variance, snr = mu^2 / var
 (0 where var == 0, e.g. embedding rows no token hit). A module's SNR is the mean (or median) of
-its elements' SNRs. Moments are streamed with Welford's update, so K gradients are never held at
+its elements' SNRs; `zero_variance="exclude"` leaves the var == 0 elements out of it instead
+(the paper does not say; "count", the default, is what mu^2 / (var + eps) computes). Moments are streamed with Welford's update, so K gradients are never held at
 once, and merged across data-parallel ranks with Chan's formula.
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import torch
@@ -68,19 +69,36 @@ class GradientMoments:
         snr = self.mean[name].square() / var
         return torch.where(var > 0, snr, torch.zeros_like(snr))
 
-    def module_snr(self, segments: list[Segment], estimator: str = "mean") -> dict[str, float]:
-        """Per class: mean (or median) of element SNRs over all its segments."""
+    def module_snr(self, segments: list[Segment], estimator: str = "mean",
+                   zero_variance: str = "count") -> dict[str, float]:
+        """Per class: mean (or median) of element SNRs over all its segments; elements with zero
+        variance count as SNR 0 ("count") or are left out ("exclude"; a class with no element
+        left has SNR 0)."""
+        return self.module_stats(segments, estimator, zero_variance)[0]
+
+    def module_stats(self, segments: list[Segment], estimator: str = "mean",
+                     zero_variance: str = "count") -> tuple[dict[str, float], dict[str, float]]:
+        """(module SNR, fraction of the class's elements with zero variance) per class."""
+        if zero_variance not in ("count", "exclude"):
+            raise ValueError(f"unknown zero_variance {zero_variance!r} (count or exclude)")
         per_class: dict[str, list[torch.Tensor]] = {}
-        snr_cache: dict[str, torch.Tensor] = {}
+        zero: dict[str, list[int]] = {}
+        snr_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for seg in segments:
             if seg.name not in snr_cache:
-                snr_cache[seg.name] = self.element_snr(seg.name)
-            per_class.setdefault(seg.module_class, []).append(seg.view(snr_cache[seg.name]).reshape(-1))
+                snr_cache[seg.name] = (self.element_snr(seg.name), self.m2[seg.name] > 0)
+            snr, nonzero = (seg.view(t).reshape(-1) for t in snr_cache[seg.name])
+            zero.setdefault(seg.module_class, [0, 0])
+            zero[seg.module_class][0] += int(nonzero.numel() - nonzero.sum())
+            zero[seg.module_class][1] += nonzero.numel()
+            per_class.setdefault(seg.module_class, []).append(snr[nonzero] if zero_variance == "exclude" else snr)
         result = {}
         for cls, parts in per_class.items():
-            if estimator == "mean":
-                total = sum(float(p.double().sum()) for p in parts)
-                result[cls] = total / sum(p.numel() for p in parts)
+            count = sum(p.numel() for p in parts)
+            if count == 0:
+                result[cls] = 0.0
+            elif estimator == "mean":
+                result[cls] = sum(float(p.double().sum()) for p in parts) / count
             elif estimator == "median":
                 values = torch.cat([p.cpu() for p in parts])
                 if values.numel() > MEDIAN_MAX_ELEMENTS:
@@ -89,7 +107,7 @@ class GradientMoments:
                 result[cls] = float(values.median())
             else:
                 raise ValueError(f"unknown SNR estimator {estimator!r} (mean or median)")
-        return result
+        return result, {cls: z / n if n else 0.0 for cls, (z, n) in zero.items()}
 
 
 @dataclass
@@ -98,6 +116,7 @@ class SNRMeasurement:
     gradient_samples: int     # K, summed over ranks
     sequences: int            # N = K * micro-batch size
     seconds: float
+    zero_variance_fraction: dict[str, float] = field(default_factory=dict)  # per class
 
 
 def default_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -106,7 +125,8 @@ def default_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 
 def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments: list[Segment], *,
                        loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] = default_loss,
-                       stats_device: str | torch.device = "cpu", estimator: str = "mean") -> SNRMeasurement:
+                       stats_device: str | torch.device = "cpu", estimator: str = "mean",
+                       zero_variance: str = "count") -> SNRMeasurement:
     """Module SNRs from one gradient sample per batch (extra forward/backward passes).
 
     `model` may be wrapped in DistributedDataParallel: backward then runs under `no_sync`, so each
@@ -137,5 +157,5 @@ def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments
                              device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(total)
         sequences = int(total.item())
-    return SNRMeasurement(moments.module_snr(segments, estimator), moments.count, sequences,
-                          time.perf_counter() - start)
+    module_snr, zero_fraction = moments.module_stats(segments, estimator, zero_variance)
+    return SNRMeasurement(module_snr, moments.count, sequences, time.perf_counter() - start, zero_fraction)
