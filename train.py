@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import math
-import os
 import signal
 import sys
 import time
@@ -31,7 +30,8 @@ from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
 from training.config import Config, load_config
 from training.evaluation import evaluate, perplexity, to_device
-from training.faults import EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, StopRequests, nonfinite_report
+from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
+                             nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
 from training.state import TrainingState, check_resume_config
 
@@ -55,10 +55,55 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-def precision_of(cfg: Config, device: torch.device) -> str:
-    if cfg.train.precision != "auto":
-        return cfg.train.precision
-    return "bf16-mixed" if device.type == "cuda" else "fp32"
+def prepare_model(cfg: Config, vocab_size: int, device: torch.device):
+    """The model on its device in its precision, and the autocast context the steps run under."""
+    torch.manual_seed(cfg.run.seed)
+    model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
+                        overrides=cfg.model.overrides)
+    precision = cfg.train.precision
+    if precision == "auto":
+        precision = "bf16-mixed" if device.type == "cuda" else "fp32"
+    if precision == "bf16-pure":
+        model.to(torch.bfloat16)
+    model.to(device)
+    if cfg.model.gradient_checkpointing:
+        model.activation_checkpointing_enable()  # transformers 5's name for gradient checkpointing
+    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
+                else contextlib.nullcontext)
+    return model, precision, autocast
+
+
+def forward_backward(train_model, micro_batches: list[dict], world_size: int, device, autocast):
+    """Gradients of the global batch's token-mean loss; (summed loss on the device, target tokens).
+
+    Targets are counted on the host copy of the labels (no device sync). The loss is a
+    token-weighted mean over the whole global batch, so DDP's average over ranks is undone by the
+    world-size factor; gradients are all-reduced on the last micro-batch only (no_sync before)."""
+    local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+    (global_targets,) = distributed.all_reduce_sum([local_targets], device)
+    divisor = torch.tensor(global_targets, dtype=torch.float32, device=device)
+    loss_total = torch.zeros((), dtype=torch.float64, device=device)
+    for i, batch in enumerate(micro_batches):
+        last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if last or world_size == 1 else train_model.no_sync()
+        with sync, autocast():
+            loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
+            (loss * world_size / divisor).backward()
+        loss_total += loss.detach().double()
+    return loss_total, global_targets
+
+
+def run_summary(cfg: Config, state: TrainingState, final_loss: float, device: torch.device) -> dict:
+    summary = {"final_val_loss": final_loss, "final_val_ppl": perplexity(final_loss),
+               "steps": cfg.train.steps, "tokens_seen": state.tokens_seen, "wall_time_s": state.seconds(),
+               "optimizer": cfg.optimizer.name, "mols": cfg.mols.enabled, "model": cfg.model.size,
+               "optimizer_state_bytes": optimizer_state_bytes(state.optimizer)}
+    if state.mols is not None and state.mols.calibrations:
+        summary["mols_alphas"] = state.mols.calibrations[-1].alphas
+        summary["mols_module_snr"] = state.mols.calibrations[-1].module_snr
+    if device.type == "cuda":
+        summary["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    return summary
 
 
 def train(cfg: Config) -> int:
@@ -72,27 +117,14 @@ def train(cfg: Config) -> int:
     check_wandb(cfg)
     stops = StopRequests()  # from here on a signal stops the run at a step boundary, with a checkpoint
     run_dir = cfg.run.directory
-    resume = cfg.run.resume
-    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
-        resume = "auto"  # torchrun restarted the group after a rank died: continue from the last checkpoint
-    resume_from, saved = prepare_run_dir(run_dir, resume, is_main)
+    resume_from, saved = prepare_run_dir(run_dir, cfg.run.resume, is_main)
     changes = check_resume_config(saved, cfg.to_dict(), resume_from, cfg.run.allow_resume_changes) if saved else []
     distributed.barrier()
 
     tokenizer = get_tokenizer(cfg.data.tokenizer)
     vocab_size = cfg.model.vocabulary(len(tokenizer))
     vocabulary_note = check_vocabulary(tokenizer, vocab_size)
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
-                        overrides=cfg.model.overrides)
-    precision = precision_of(cfg, device)
-    if precision == "bf16-pure":
-        model.to(torch.bfloat16)
-    model.to(device)
-    if cfg.model.gradient_checkpointing:
-        model.activation_checkpointing_enable()  # transformers 5's name for gradient checkpointing
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
-                else contextlib.nullcontext)
+    model, precision, autocast = prepare_model(cfg, vocab_size, device)
 
     optimizer = build_optimizer(cfg.optimizer, model, param_groups(model, cfg.mols.grouping))
     state = TrainingState(model, optimizer, mols=None, streams={})
@@ -155,7 +187,7 @@ def train(cfg: Config) -> int:
         run_eval()
     state.started = window_start = time.time()  # training time counts from here (set-up excluded)
     window_tokens, segment_start = 0, state.step
-    skipped = consecutive_skips = 0
+    guard = NonfiniteGuard(t.on_nonfinite, t.max_consecutive_skips)
     while state.step < t.steps:
         step = state.step
         if mols is not None and mols.calibration_due(step):
@@ -175,21 +207,8 @@ def train(cfg: Config) -> int:
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 
-        # Target tokens are counted on the host copy of the labels (no device sync); the loss is a
-        # token-weighted mean over the whole global batch, so DDP's average over ranks is undone
-        # by the world-size factor.
         micro_batches = [state.streams["train"].next_batch() for _ in range(accumulation)]
-        local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
-        (global_targets,) = distributed.all_reduce_sum([local_targets], device)
-        divisor = torch.tensor(global_targets, dtype=torch.float32, device=device)
-        loss_total = torch.zeros((), dtype=torch.float64, device=device)
-        for i, batch in enumerate(micro_batches):
-            last = i == accumulation - 1
-            sync = contextlib.nullcontext() if last or procs.world_size == 1 else ddp_model.no_sync()
-            with sync, autocast():
-                loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
-                (loss * procs.world_size / divisor).backward()
-            loss_total += loss.detach().double()
+        loss_total, global_targets = forward_backward(train_model, micro_batches, procs.world_size, device, autocast)
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads)  # clipped below, once known to be finite
         # One small all-reduce per step: did any rank get a stop signal, or see a non-finite loss?
@@ -197,20 +216,15 @@ def train(cfg: Config) -> int:
         stop_requested, nonfinite = stops.poll(~(torch.isfinite(loss_total) & torch.isfinite(grad_norm)), device)
         if nonfinite:  # never reaches the weights
             where = nonfinite_report(model, bool(torch.isfinite(loss_total)))
-            optimizer.zero_grad(set_to_none=True)
-            skipped, consecutive_skips = skipped + 1, consecutive_skips + 1
-            if t.on_nonfinite == "stop" or consecutive_skips >= t.max_consecutive_skips:
-                last_good = checkpoint.latest_checkpoint(run_dir / "checkpoints")
-                log.log("nonfinite", step + 1, {"where": where, "skipped": skipped, "action": "stop"}, console=False)
-                log.say(f"stopped: non-finite values in update {step + 1} ({where}); "
-                        + (f"{consecutive_skips} in a row with on_nonfinite: skip; " if t.on_nonfinite == "skip" else "")
-                        + (f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet")
-                        + f"; exit code {EXIT_NONFINITE}")
+            if guard.record_nonfinite():
+                log.log("nonfinite", step + 1, {"where": where, "skipped": guard.skipped, "action": "stop"},
+                        console=False)
+                log.say(guard.stop_message(step + 1, where, checkpoint.latest_checkpoint(run_dir / "checkpoints")))
                 log.finish()
                 return EXIT_NONFINITE
-            log.log("nonfinite", step + 1, {"where": where, "skipped": skipped, "action": "skip"})
+            log.log("nonfinite", step + 1, {"where": where, "skipped": guard.skipped, "action": "skip"})
         else:
-            consecutive_skips = 0
+            guard.record_finite()
             if t.grad_clip > 0:  # with the norm above: exactly torch's clip_grad_norm_
                 torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip, grad_norm)
             optimizer.step()
@@ -228,8 +242,8 @@ def train(cfg: Config) -> int:
             window_start, window_tokens = time.time(), 0
             record = {"loss": train_loss, "lr": cfg.optimizer.lr * factor, "tokens": state.tokens_seen,
                       "tok_per_s": rate, "grad_norm": float(grad_norm)}
-            if skipped:
-                record["skipped"] = skipped
+            if guard.skipped:
+                record["skipped"] = guard.skipped
             if mols is not None:
                 record["mols_multipliers"] = mols.multipliers(step)
             log.log("train", done, record, step_of=t.steps)
@@ -248,15 +262,7 @@ def train(cfg: Config) -> int:
 
     final_loss = run_eval()
     save_checkpoint()
-    summary = {"final_val_loss": final_loss, "final_val_ppl": perplexity(final_loss),
-               "steps": t.steps, "tokens_seen": state.tokens_seen, "wall_time_s": state.seconds(),
-               "optimizer": cfg.optimizer.name, "mols": cfg.mols.enabled, "model": cfg.model.size,
-               "optimizer_state_bytes": optimizer_state_bytes(optimizer)}
-    if mols is not None and mols.calibrations:
-        summary["mols_alphas"] = mols.calibrations[-1].alphas
-        summary["mols_module_snr"] = mols.calibrations[-1].module_snr
-    if device.type == "cuda":
-        summary["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    summary = run_summary(cfg, state, final_loss, device)
     if is_main:
         write_json_atomic(run_dir / "summary.json", summary)
     log.summary(summary)

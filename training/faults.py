@@ -72,3 +72,26 @@ def nonfinite_report(model: torch.nn.Module, loss_finite: bool) -> str:
     elif loss_finite:
         parts.append("the gradient norm is non-finite")
     return "; ".join(parts)
+
+
+class NonfiniteGuard:
+    """train.on_nonfinite: `stop` at the first non-finite update, `skip` up to `max_skips` in a row."""
+
+    def __init__(self, policy: str, max_skips: int):
+        self.policy, self.max_skips = policy, max_skips
+        self.skipped = self.in_a_row = 0
+
+    def record_finite(self) -> None:
+        self.in_a_row = 0
+
+    def record_nonfinite(self) -> bool:
+        """Count a dropped update; True when the run must stop now."""
+        self.skipped += 1
+        self.in_a_row += 1
+        return self.policy == "stop" or self.in_a_row >= self.max_skips
+
+    def stop_message(self, update: int, where: str, last_good) -> str:
+        return (f"stopped: non-finite values in update {update} ({where}); "
+                + (f"{self.in_a_row} in a row with on_nonfinite: skip; " if self.policy == "skip" else "")
+                + (f"the last good checkpoint is {last_good}" if last_good else "no checkpoint was written yet")
+                + f"; exit code {EXIT_NONFINITE}")

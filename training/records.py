@@ -79,7 +79,10 @@ def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool) -> tuple[P
 
     A directory that already holds a run is never overwritten: resume it or pick another name.
     `resume: auto` skips (and names) a latest checkpoint that cannot be read and takes the one
-    before; an explicit checkpoint that cannot be read is a UserError naming it."""
+    before; an explicit checkpoint that cannot be read is a UserError naming it. A group that
+    torchrun restarted after a rank died resumes as with `auto`."""
+    if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
+        resume = "auto"
     ckpt_dir = run_dir / "checkpoints"
     found: tuple[Path | None, dict | None] = (None, None)
     if resume == "auto":
