@@ -34,6 +34,7 @@ from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, Nonfi
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
 from training.state import TrainingState, check_resume_config
+from training.throughput import Throughput, flops_per_token, peak_tflops
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -185,8 +186,10 @@ def train(cfg: Config) -> int:
     # -------------------------------------------------------------------------------- the loop
     if state.step == 0:
         run_eval()
-    state.started = window_start = time.time()  # training time counts from here (set-up excluded)
-    window_tokens, segment_start = 0, state.step
+    state.started = time.time()  # training time counts from here (set-up excluded)
+    segment_start = state.step
+    speed = Throughput(flops_per_token(model, cfg.data.seq_len), procs.world_size, peak_tflops(device, t.peak_tflops),
+                       device)
     guard = NonfiniteGuard(t.on_nonfinite, t.max_consecutive_skips)
     while state.step < t.steps:
         step = state.step
@@ -207,7 +210,9 @@ def train(cfg: Config) -> int:
         for group in optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
 
+        waiting = time.perf_counter()
         micro_batches = [state.streams["train"].next_batch() for _ in range(accumulation)]
+        speed.waited(time.perf_counter() - waiting)
         loss_total, global_targets = forward_backward(train_model, micro_batches, procs.world_size, device, autocast)
         grads = [p.grad for p in model.parameters() if p.grad is not None]
         grad_norm = torch.nn.utils.get_total_norm(grads)  # clipped below, once known to be finite
@@ -233,15 +238,13 @@ def train(cfg: Config) -> int:
             log.say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.2f} MiB")
         state.step += 1
         state.tokens_seen += tokens_per_step
-        window_tokens += tokens_per_step
+        speed.step_done(tokens_per_step)
 
         done = state.step
         if done % t.log_every == 0 or done == t.steps:
             train_loss = float(distributed.all_reduce_tensor(loss_total)) / global_targets
-            rate = window_tokens / max(time.time() - window_start, 1e-9)
-            window_start, window_tokens = time.time(), 0
             record = {"loss": train_loss, "lr": cfg.optimizer.lr * factor, "tokens": state.tokens_seen,
-                      "tok_per_s": rate, "grad_norm": float(grad_norm)}
+                      "grad_norm": float(grad_norm), **speed.report()}
             if guard.skipped:
                 record["skipped"] = guard.skipped
             if mols is not None:

@@ -70,6 +70,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
     threads: Optional[int] = None        # torch CPU threads per rank
+    peak_tflops: Optional[float] = None  # the device's peak bf16 TFLOP/s for MFU (default: training/throughput.py's table)
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient norm never reaches the weights
     max_consecutive_skips: int = 10      # on_nonfinite: skip stops the run after this many skips in a row
 
@@ -77,6 +78,7 @@ class TrainConfig:
         problems: list[str] = []
         for name in ("steps", "global_batch", "micro_batch", "log_every", "eval_every"):
             check_range(problems, f"train.{name}", getattr(self, name), low=0, low_open=True)
+        check_range(problems, "train.peak_tflops", self.peak_tflops, low=0, low_open=True, optional=True)
         for name in ("eval_batch", "threads"):
             check_range(problems, f"train.{name}", getattr(self, name), low=0, low_open=True, optional=True)
         check_range(problems, "train.max_consecutive_skips", self.max_consecutive_skips, low=1)

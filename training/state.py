@@ -84,7 +84,7 @@ def _ranks(saved: dict) -> list[dict]:
 # Settings a resumed run may change freely: logging, evaluation and checkpoint cadence, wandb,
 # workers, threads, compile, and where the run lives. Anything else changes what is trained.
 RESUME_MAY_CHANGE = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
-                     "train.log_every", "train.eval_every", "train.eval_batch", "train.checkpoint_every",
+                     "train.peak_tflops", "train.log_every", "train.eval_every", "train.eval_batch", "train.checkpoint_every",
                      "train.keep_checkpoints", "train.compile", "train.threads", "data.num_workers")
 
 

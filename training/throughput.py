@@ -1,0 +1,74 @@
+"""Throughput, model FLOPs utilisation and memory, per logging window.
+
+FLOPs per token (PaLM's appendix B, as nanoGPT): 6 N for the matrix multiplies of forward and
+backward over N parameters (the input embedding lookup excluded: it multiplies nothing), plus
+12 L d T for attention scores and values (L layers, width d = heads x head size, T tokens of
+context). MFU = achieved FLOP/s / the device's peak dense bf16 FLOP/s (table below, or
+train.peak_tflops). Gradient checkpointing recomputes the forward: MFU does not count that.
+"""
+from __future__ import annotations
+
+import time
+from typing import Optional
+
+import torch
+
+# Dense (no sparsity) bf16 peak of one device, TFLOP/s, from the vendors' data sheets.
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0, "H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 NVL": 835.0, "H100 PCIe": 756.0,
+    "H100": 989.0, "GH200": 989.0, "A100": 312.0, "A10G": 125.0, "L40S": 362.0, "L4": 121.0,
+    "RTX 4090": 165.0, "V100": 125.0,  # V100 has no bf16: its fp16 tensor-core peak
+}
+
+
+def peak_tflops(device: torch.device, override: Optional[float] = None) -> Optional[float]:
+    """The table's entry for this device (longest matching name), or the override; None on CPU."""
+    if override:
+        return override
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    matches = [key for key in PEAK_BF16_TFLOPS if key in name]
+    return PEAK_BF16_TFLOPS[max(matches, key=len)] if matches else None
+
+
+def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+    width = getattr(config, "hidden_size", None) or config.n_embd
+    embedding = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embedding
+    n = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
+    return 6 * n + 12 * layers * width * seq_len
+
+
+class Throughput:
+    """Tokens, seconds and seconds spent waiting for data since the last `report()`."""
+
+    def __init__(self, flops_per_token: float, world_size: int, peak: Optional[float], device: torch.device):
+        self.flops_per_token, self.world_size, self.peak, self.device = flops_per_token, world_size, peak, device
+        self.restart()
+
+    def restart(self) -> None:
+        self.start, self.tokens, self.data_wait, self.steps = time.perf_counter(), 0, 0.0, 0
+
+    def waited(self, seconds: float) -> None:
+        self.data_wait += seconds
+
+    def step_done(self, tokens: int) -> None:
+        self.tokens += tokens
+        self.steps += 1
+
+    def report(self) -> dict:
+        """tok_per_s (all ranks), tok_per_s_per_device, step_s, data_wait_s (per step), mfu, memory."""
+        seconds = max(time.perf_counter() - self.start, 1e-9)
+        rate = self.tokens / seconds
+        out = {"tok_per_s": rate, "tok_per_s_per_device": rate / self.world_size,
+               "step_s": seconds / max(self.steps, 1), "data_wait_s": self.data_wait / max(self.steps, 1)}
+        if self.peak:
+            out["mfu"] = rate / self.world_size * self.flops_per_token / (self.peak * 1e12)
+        if self.device.type == "cuda":
+            out["mem_alloc_gib"] = torch.cuda.max_memory_allocated(self.device) / 2**30
+            out["mem_reserved_gib"] = torch.cuda.max_memory_reserved(self.device) / 2**30
+        self.restart()
+        return out
