@@ -1,0 +1,92 @@
+"""What a config will do, before any GPU is spent on it: `train.py --dry-run`.
+
+The model is built on the meta device (shapes only: seconds even for 7B); nothing is read, no
+run directory is made. Memory per GPU is an estimate from counts, stated with its assumptions:
+weights and gradients (fp32 under bf16-mixed, bf16 under bf16-pure), the optimizer's state per
+method, and activations: with sdpa (flash) attention about 34 bytes x hidden per token per layer
+in bf16 (Korthikanti et al. 2022, without the attention-score term), or, with gradient
+checkpointing, each layer's input (2 bytes x hidden per token) plus one layer's activations; and
+the logits of one micro-batch (bf16 + an fp32 chunk for the loss).
+"""
+from __future__ import annotations
+
+import math
+
+from models import build_model
+from mols import count_by_class
+
+GIB = 2**30
+
+# Optimizer state in bytes per parameter (fp32 moments unless said): what each method keeps.
+STATE_BYTES = {
+    "adamw": 8, "adam": 8, "nadam": 8, "lamb": 8, "lion": 4,
+    "adam8bit": 2, "adamw8bit": 2,    # two 8-bit moments (small tensors stay fp32: ignored)
+    "adam_mini": 4,                   # one fp32 moment; one second moment per block (negligible)
+    "muon": 4,                        # momentum for matrices; its AdamW part is counted below
+    "galore": 8, "apollo": 8,         # full-rank part; the low-rank part is counted below
+    "adafactor": 0.1,                 # factored second moment (no momentum by default)
+}
+
+
+def _optimizer_state_bytes(cfg, model, counts: dict) -> float:
+    name = cfg.optimizer.name
+    total = sum(counts.values())
+    hidden = counts.get("qk", 0) + counts.get("vo", 0) + counts.get("mlp", 0)
+    if name == "muon":   # Muon's momentum on hidden matrices, AdamW's two moments on the rest
+        return 4 * hidden + 8 * (total - hidden)
+    if name in ("galore", "apollo"):  # moments of (rank x n) projections of each hidden matrix
+        rank = getattr(cfg.optimizer.options, "rank", None) or 256
+        low = sum(rank * max(p.shape) for n, p in model.named_parameters()
+                  if p.ndim == 2 and any(k in n for k in ("proj", "c_attn", "c_fc", "c_proj")) and min(p.shape) > rank)
+        return 8 * (total - hidden) + 8 * low
+    return STATE_BYTES.get(name, 8) * total
+
+
+def _tokenizer_size(spec: str) -> int:
+    """The tokenizer's size without loading it: embedded-<N>k has N*1000 ids; otherwise t5-base's
+    32,100 is assumed (only sizes that take their vocabulary from the tokenizer need it)."""
+    if spec.startswith("embedded-") and spec.endswith("k") and spec[9:-1].isdigit():
+        return int(spec[9:-1]) * 1000
+    return 32100
+
+
+def plan(cfg, world_size: int, gpus_per_node: int) -> str:
+    t, d = cfg.train, cfg.data
+    vocab = cfg.model.vocabulary(_tokenizer_size(d.tokenizer))
+    model = build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
+                        overrides=cfg.model.overrides, device="meta")
+    counts = count_by_class(model, cfg.mols.grouping)
+    n = sum(counts.values())
+    config = model.config
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
+    hidden = getattr(config, "hidden_size", None) or config.n_embd
+    accumulation = t.accumulation(world_size)
+    precision = t.precision if t.precision != "auto" else "bf16-mixed (on GPU)"
+    weight_bytes = 2 if precision == "bf16-pure" else 4
+    tokens = t.micro_batch * d.seq_len
+    if cfg.model.gradient_checkpointing:
+        activations = layers * tokens * hidden * 2 + tokens * hidden * 34
+    else:
+        activations = layers * tokens * hidden * 34
+    logits = tokens * vocab * 2 + min(tokens, 8192) * vocab * 4
+    memory = {"weights": weight_bytes * n, "gradients": weight_bytes * n,
+              "optimizer state": _optimizer_state_bytes(cfg, model, counts),
+              "activations": activations, "logits": logits}
+    per_gpu = sum(memory.values())
+    mols_host = 8 * n * min(world_size, gpus_per_node) if cfg.mols.enabled and cfg.mols.stats_device == "cpu" else 0
+    lines = [f"dry run: {cfg.model.size} with {cfg.optimizer.name}{' + MoLS' if cfg.mols.enabled else ''} "
+             f"on {world_size} GPU(s) ({gpus_per_node} per node); nothing is read or written",
+             f"parameters: {n / 1e6:,.2f}M (vocabulary {vocab})"]
+    lines += [f"  {cls:<8} {count / 1e6:>10,.2f}M  {100 * count / n:5.1f}%" for cls, count in counts.items()]
+    lines += [f"tokens per step: {t.global_batch * d.seq_len:,} = {t.global_batch} sequences x {d.seq_len} "
+              f"({world_size} ranks x {t.micro_batch} micro-batch x {accumulation} accumulation)",
+              f"steps: {t.steps:,} (warm-up {cfg.warmup_steps:,}); tokens: {t.steps * t.global_batch * d.seq_len:,}",
+              f"estimated memory per GPU ({precision}{', gradient checkpointing' if cfg.model.gradient_checkpointing else ''}):"
+              f" {per_gpu / GIB:,.1f} GiB"]
+    lines += [f"  {part:<16} {value / GIB:>8,.2f} GiB" for part, value in memory.items()]
+    if cfg.mols.enabled:
+        lines.append(f"MoLS: {cfg.mols.samples:,} estimation samples at step {cfg.mols_estimate_step:,}; "
+                     + (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB (two fp32 copies "
+                        f"of the parameters per rank)" if mols_host else "statistics on the GPU: "
+                        f"{8 * n / GIB:,.1f} GiB more per GPU"))
+    return "\n".join(lines)
