@@ -34,11 +34,16 @@ SIZES: dict[str, ModelSize] = {
     "llama_1b": ModelSize("llama", 2048, 5461, 32, 24, 32000, note="GaLore's 32 heads/24 layers"),
     "llama_3b": ModelSize("llama", 2560, 6848, 32, 32, 32000),
     "llama_7b": ModelSize("llama", 4096, 11008, 32, 32, 32000),
+    # GPT-2 with its own 50,257-token vocabulary (configs/paper/models/gpt2_*.yaml use the gpt2
+    # tokenizer): 124.4M and 354.8M parameters, the named sizes.
     "gpt2_125m": ModelSize("gpt2", 768, 3072, 12, 12, 50257, tied=True),
     "gpt2_355m": ModelSize("gpt2", 1024, 4096, 16, 24, 50257, tied=True),
-    # Qwen2.5's small models tie embeddings and use biases on q/k/v; the paper gives only the
-    # shape, so full multi-head attention is assumed.
-    "qwen2_350m": ModelSize("qwen2", 1024, 3328, 16, 26, 151936, kv_heads=16, tied=True),
+    # Qwen2.5 as its small models are built: grouped-query attention with 2 key/value heads,
+    # q/k/v biases, tied embedding; the paper gives only Table 10's shape. With the LLaMA runs'
+    # 32,000-row vocabulary (t5-base tokens) it has 360.0M parameters, the named "350M"; Qwen's
+    # own 151,936 rows would make it 482.8M (530.6M with full multi-head attention).
+    "qwen2_350m": ModelSize("qwen2", 1024, 3328, 16, 26, 32000, kv_heads=2, tied=True,
+                            note="GQA 2 kv heads, 32k vocabulary: 360.0M"),
     # Tiny sizes that train in minutes on 2 CPU cores (vocabulary from the tokenizer).
     "llama_tiny": ModelSize("llama", 128, 352, 4, 4, None),
     "llama_micro": ModelSize("llama", 32, 64, 2, 2, None),
