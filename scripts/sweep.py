@@ -47,6 +47,24 @@ TABLE_PRESETS = {
     "6": {"table": "6", "seeds": [0], "lrs": "paper", "nodes": 1},
     # The paper's learning-rate search: every Table 1 cell over the whole grid, one seed.
     "lr_search": {"table": "1", "seeds": [0], "lrs": "grid", "nodes": 1},
+    # ... and for the Table 3 and Table 6 models (their rows, the same grid)
+    "lr_search_3": {"table": "3", "seeds": [0], "lrs": "grid", "nodes": 2, "name": "lr_search_table3"},
+    "lr_search_6": {"table": "6", "seeds": [0], "lrs": "grid", "nodes": 1, "name": "lr_search_table6"},
+    # The other pre-training experiments (docs/paper_coverage.md). Rows carry their own overlays,
+    # overrides, models and learning rates (paper_results.yaml); "configs" apply to every job.
+    "7": {"table": "7", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "table7"},
+    "12": {"table": "12", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "table12"},
+    "13": {"table": "13", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "table13"},
+    "14": {"table": "14", "seeds": [0], "lrs": "grid", "nodes": 1, "name": "table14"},  # no published rates
+    "figure1": {"table": "figure1", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "figure1"},
+    "figure2": {"table": "figure2", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "figure2",
+                "configs": [str(PAPER / "experiments" / "openwebtext.yaml")]},
+    "figure3": {"table": "figure3", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "figure3"},
+    "figure4": {"table": "figure4", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "figure4",
+                "configs": [str(PAPER / "experiments" / "seq_len_1024.yaml")]},
+    "figure5": {"table": "figure5", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "figure5",
+                "configs": [str(PAPER / "experiments" / "steps_100k.yaml")]},
+    "figure7": {"table": "figure7", "seeds": [0], "lrs": "paper", "nodes": 1, "name": "figure7"},
 }
 
 
@@ -68,9 +86,22 @@ def paper_learning_rates() -> dict:
 
 @dataclass(frozen=True)
 class Variant:
-    """One row of a table: a method overlay, with or without MoLS."""
+    """One row of a table: a method overlay, with or without MoLS; an ablation row adds a tag (in
+    the run name), overlays (configs/paper/<name>.yaml), overrides, and may be limited to some
+    models or carry its own learning rates (used where the grid asks for the paper's)."""
     method: str
     mols: bool
+    tag: str = ""
+    configs: tuple[str, ...] = ()
+    overrides: tuple[str, ...] = ()
+    models: tuple[str, ...] = ()
+    lrs: tuple[float, ...] = ()
+
+    @classmethod
+    def from_row(cls, row: dict) -> "Variant":
+        """A row of paper_results.yaml."""
+        return cls(row["method"], row["mols"], row.get("tag", ""), tuple(row.get("configs", ())),
+                   tuple(row.get("set", ())), tuple(row.get("models", ())), tuple(row.get("lrs", ())))
 
     @property
     def key(self) -> str:  # as in learning_rates.yaml
@@ -111,7 +142,8 @@ class Job:
 
 
 def job_run_name(model: str, variant: Variant, lr: float, seed: int) -> str:
-    return f"{model}-{variant.method}{'-mols' if variant.mols else ''}-lr{lr:.1e}-s{seed}"
+    tag = f"-{variant.tag}" if variant.tag else ""
+    return f"{model}-{variant.method}{'-mols' if variant.mols else ''}{tag}-lr{lr:.1e}-s{seed}"
 
 
 def relative(path: Path) -> str:
@@ -145,16 +177,21 @@ def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: st
     for model in models:
         model_config = PAPER / "models" / f"{model}.yaml"
         for variant in variants:
+            if variant.models and model not in variant.models:
+                continue
             method_config = PAPER / "methods" / f"{variant.method}.yaml"
             if not method_config.is_file():
                 known = sorted(p.stem for p in (PAPER / "methods").glob("*.yaml"))
                 raise ValueError(f"no method overlay {relative(method_config)} (known: {', '.join(known)})")
             configs = [base] + ([model_config] if model_config.is_file() else []) + [method_config]
             configs += [MOLS_OVERLAY] if variant.mols else []
+            configs += [PAPER / f"{c}.yaml" for c in variant.configs]
             configs += [Path(c) for c in extra_configs]
-            for lr in learning_rates_for(model, variant, lrs):
+            cell_lrs = list(variant.lrs) if variant.lrs and lrs == "paper" else learning_rates_for(model, variant, lrs)
+            for lr in cell_lrs:
                 for seed in seeds:
-                    tags = "[" + ", ".join([model, variant.method, "mols" if variant.mols else "no-mols", name]) + "]"
+                    tags = "[" + ", ".join([model, variant.method, "mols" if variant.mols else "no-mols", name]
+                                           + ([variant.tag] if variant.tag else [])) + "]"
                     overrides = [f"optimizer.lr={lr:g}", f"run.seed={seed}",
                                  f"run.name={job_run_name(model, variant, lr, seed)}",
                                  f"run.out_dir={out_dir}/{name}",
@@ -165,7 +202,7 @@ def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: st
                     if wandb_project:
                         overrides.append(f"run.wandb.project={wandb_project}")
                     jobs.append(Job(model, variant, lr, seed, [relative(c) for c in configs],
-                                    overrides + list(extra_overrides)))
+                                    overrides + list(variant.overrides) + list(extra_overrides)))
     names = [job.run_name for job in jobs]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
@@ -450,9 +487,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
     preset = TABLE_PRESETS.get(args.table, {})
     table = paper_tables()[preset["table"]] if preset else None
-    args.name = args.name or (f"table{args.table}" if args.table in ("1", "3", "6") else args.table or "sweep")
+    args.name = args.name or preset.get("name") or (
+        f"table{args.table}" if args.table in ("1", "3", "6") else args.table or "sweep")
     args.models = args.models or (table["models"] if table else None)
-    args.methods = args.methods or ([Variant(r["method"], r["mols"]) for r in table["rows"]] if table else None)
+    # rows with run: false are another table's runs, or not runnable here (paper_results.yaml)
+    args.methods = args.methods or ([Variant.from_row(r) for r in table["rows"] if r.get("run", True)]
+                                    if table else None)
+    args.config = [*preset.get("configs", []), *args.config]
     args.lrs = args.lrs or preset.get("lrs", "paper")
     args.seeds = args.seeds if args.seeds is not None else preset.get("seeds", [0])
     args.nodes = args.nodes or preset.get("nodes", 1)
