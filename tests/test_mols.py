@@ -296,3 +296,116 @@ def test_gpt2_fused_qkv_is_split_by_the_grouping_its_group_carries():
     merged = MoLS(model, torch.optim.AdamW(param_groups(model, "attn_mlp"), lr=1e-3), estimate_step=1,
                   warmup_steps=2, reference="attn")
     assert not merged.fused  # q, k and v are all "attn": nothing to slice
+
+
+# ---------------------------------------------------------------- issue 11: the paper's rule, options
+
+def test_default_rule_has_no_floor_and_the_floor_is_an_option():
+    snr = {"head": 4.0, "vo": 1.0, "qk": 0.25, "other": 0.1}
+    alphas, ref = compute_alphas(snr)  # the paper's Eq. 5: alpha = sqrt(SNR_vo / SNR_m), no floor
+    assert ref == "vo" and alphas["head"] == pytest.approx(0.5) and alphas["qk"] == pytest.approx(2.0)
+    floored, _ = compute_alphas(snr, min_alpha=1.0)
+    assert floored["head"] == 1.0 and floored["qk"] == pytest.approx(2.0)
+
+
+def test_zero_variance_elements_count_as_zero_or_are_excluded():
+    params = synthetic_params([(4, 2)])
+    moments = GradientMoments(params)
+    for k in range(3):
+        grad = torch.tensor([[1.0 + k, 2.0], [3.0, 0.0], [0.0, 0.0], [2.0 - k, 5.0 + k]])
+        params["p0"].grad = grad
+        moments.add_current_grads()
+    (segment,) = classify(params.items())
+    snr = moments.element_snr("p0")
+    live = moments.m2["p0"] > 0
+    assert int(live.sum()) == 3  # (0,0), (3,0), (3,1) vary; the rest is constant
+    counted = moments.module_snr([segment], zero_variance="count")[segment.module_class]
+    excluded = moments.module_snr([segment], zero_variance="exclude")[segment.module_class]
+    assert counted == pytest.approx(float(snr.sum()) / 8)
+    assert excluded == pytest.approx(float(snr[live].sum()) / 3)
+    median = moments.module_snr([segment], "median", zero_variance="exclude")[segment.module_class]
+    assert median == pytest.approx(float(snr[live].median()))
+    _, zero = moments.module_stats([segment])
+    assert zero[segment.module_class] == pytest.approx(5 / 8)
+
+
+def test_zero_variance_reaches_mols_from_the_config():
+    from mols.config import MoLSConfig
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    results = {}
+    for mode in ("count", "exclude"):
+        optimizer = torch.optim.AdamW(param_groups(model), lr=1e-3)
+        mols = MoLS.from_config(model, optimizer, MoLSConfig(enabled=True, zero_variance=mode),
+                                estimate_step=0, warmup_steps=4)
+        # ids < 16 only: embedding rows 16..63 never get a gradient
+        calibration = mols.calibrate(model, [{k: v % 16 for k, v in b.items()} for b in fixed_batches(count=4)])
+        results[mode] = calibration
+    assert results["count"].zero_variance_fraction["emb"] >= 0.75
+    assert results["exclude"].module_snr["emb"] > 3 * results["count"].module_snr["emb"]
+    assert results["exclude"].module_snr["vo"] == pytest.approx(results["count"].module_snr["vo"], rel=1e-3)
+
+
+def test_fixed_multipliers_skip_the_estimate_and_ramp_like_alphas():
+    from mols.config import MoLSConfig
+    model = build_model("llama_micro", 64)
+    optimizer = torch.optim.AdamW(param_groups(model), lr=1e-3)
+    cfg = MoLSConfig(enabled=True, fixed_multipliers={"emb": 4.0, "mlp": 2.0})
+    assert cfg.validate() == []
+    mols = MoLS.from_config(model, optimizer, cfg, estimate_step=2, warmup_steps=6, step=lambda: 2)
+
+    def no_batches():
+        raise AssertionError("hand-set multipliers must not draw estimation batches")
+        yield
+
+    assert not mols.calibration_due(1) and mols.calibration_due(2)
+    calibration = mols.calibrate(model, no_batches(), loss_fn=None)
+    assert calibration.reference == "fixed" and calibration.module_snr == {} and calibration.sequences == 0
+    assert calibration.alphas == {"emb": 4.0, "head": 1.0, "mlp": 2.0, "qk": 1.0, "vo": 1.0}
+    estimated = Ramp(2, 6, {c: 1.0 for c in calibration.alphas}, calibration.alphas)
+    for step in range(0, 9):
+        for cls in ("emb", "mlp", "qk"):
+            assert mols.multiplier(cls, step) == pytest.approx(estimated.value(cls, step))
+    assert mols.multiplier("emb", 3) == pytest.approx(1 + 3.0 * 2 / 4) and mols.multiplier("emb", 8) == 4.0
+    assert "hand-set" in calibration.table()
+    # {} = every multiplier 1 (SNR tracking with plain Adam)
+    plain = MoLS.from_config(model, torch.optim.AdamW(param_groups(model), lr=1e-3),
+                             MoLSConfig(enabled=True, fixed_multipliers={}), estimate_step=0, warmup_steps=2)
+    assert set(plain.calibrate(model, no_batches()).alphas.values()) == {1.0}
+
+
+def test_fixed_multipliers_are_checked():
+    from mols.config import MoLSConfig
+    problems = MoLSConfig(fixed_multipliers={"emb": -1, "attn": 2.0}).validate()
+    assert any("fixed_multipliers.emb" in p for p in problems)
+    assert any("'attn' is not a class of grouping 'modules'" in p for p in problems)
+    assert MoLSConfig(grouping="attn_mlp", reference="attn", fixed_multipliers={"attn": 2.0}).validate() == []
+    model = build_model("llama_micro", 64)
+    with pytest.raises(ValueError, match="fixed_multipliers"):
+        MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=0, warmup_steps=1,
+             fixed_multipliers={"attn": 2.0})
+
+
+def test_paper_rule_and_floor_both_run_on_the_embedded_corpus(tmp_path):
+    import json
+    import train
+    from training.records import read_metrics
+    tiny = ["model.size=llama_micro", "data.tokenizer=embedded-8k", "data.seq_len=32", "data.val_tokens=4000",
+            "train.global_batch=8", "train.micro_batch=4", "train.steps=6", "train.eval_every=6",
+            "mols.enabled=true", "mols.estimate_at=1", "mols.samples=16", "train.threads=1", f"run.out_dir={tmp_path}"]
+    alphas = {}
+    for name, floor in (("paper", "null"), ("floor", "1.0")):
+        args = ["--config", "configs/quickstart.yaml"]
+        for item in [*tiny, f"mols.min_alpha={floor}", f"run.name={name}"]:
+            args += ["--set", item]
+        assert train.main(args) == 0
+        (record,) = [r for r in read_metrics(tmp_path / name / "metrics.jsonl") if r["kind"] == "mols_calibration"]
+        alphas[name] = record
+        assert json.loads((tmp_path / name / "summary.json").read_text())["final_val_loss"] > 0
+    paper, floor = alphas["paper"], alphas["floor"]
+    assert paper["module_snr"] == pytest.approx(floor["module_snr"])  # the same estimate; only the rule differs
+    for cls, alpha in paper["alphas"].items():
+        assert floor["alphas"][cls] == pytest.approx(max(1.0, alpha))
+    ref = paper["module_snr"]["vo"]
+    for cls in ("emb", "head", "qk", "mlp"):
+        assert paper["alphas"][cls] == pytest.approx(math.sqrt(ref / paper["module_snr"][cls]), rel=1e-6)
