@@ -47,10 +47,13 @@ NOT_SETTINGS = ("run.", "train.log_every", "train.eval_every", "train.eval_batch
 OWN_KEYS = ("model.size", "optimizer.name", "optimizer.lr", "mols.enabled")
 
 
+LEAF_MAPPINGS = ("mols.fixed_multipliers",)  # settings whose value is a mapping: compared whole
+
+
 def flatten(tree: dict, prefix: str = "") -> dict:
     flat = {}
     for key, value in tree.items():
-        if isinstance(value, dict) and value:
+        if isinstance(value, dict) and value and f"{prefix}{key}" not in LEAF_MAPPINGS:
             flat.update(flatten(value, f"{prefix}{key}."))
         else:
             flat[f"{prefix}{key}"] = value
@@ -188,7 +191,11 @@ def pick_group(groups: dict[GroupKey, list[Run]], model: str, method: str, mols:
                expect: Optional[dict] = None) -> Optional[tuple[GroupKey, list[Run]]]:
     """The group shown for a table cell: the lowest mean PPL over the learning rates run, or the
     paper's learning rate (lr_choice "paper"). finished_only: only runs with a final PPL count.
-    expect: settings the runs must have (a table row's, see row_expectations)."""
+    expect: settings the runs must have (a table row's, see row_expectations; its mols.enabled
+    overrides `mols`)."""
+    if expect and "mols.enabled" in expect:
+        mols = expect["mols.enabled"]
+        expect = {k: v for k, v in expect.items() if k != "mols.enabled"}
     candidates = [(key, [r for r in runs if r.final_ppl is not None or not finished_only])
                   for key, runs in groups.items()
                   if key[:3] == (model, method, mols) and all(matches(r, expect) for r in runs)]
@@ -272,20 +279,28 @@ def row_expectations(spec: dict, model: str) -> list[Optional[dict]]:
     a row that cannot be composed, e.g. SGG's, which has no method)."""
     sweep = _sweep()
     composed: list[Optional[dict]] = []
+    enabled: list[bool] = []
     for row in spec["rows"]:
         if not row.get("method"):
             composed.append(None)
+            enabled.append(False)
             continue
         try:
             (job,) = sweep.build_jobs(name="results", models=[model], variants=[sweep.Variant.from_row(row)],
                                       lrs=[1.0], seeds=[0], out_dir="runs")
-            composed.append(settings_of(load_config([REPO / c for c in job.configs], job.overrides).to_dict()))
+            cfg = load_config([REPO / c for c in job.configs], job.overrides)
+            composed.append(settings_of(cfg.to_dict()))
+            enabled.append(cfg.mols.enabled)
         except (ConfigError, ValueError):
             composed.append(None)
+            enabled.append(bool(row["mols"]))
     keys = {k for flat in composed if flat for k in flat}
     varying = {k for k in keys if len({repr(flat[k]) for flat in composed if flat and k in flat}) > 1}
     varying = {k for k in varying if not k.startswith("optimizer.")}  # the method is matched by name
-    return [None if flat is None else {k: flat[k] for k in varying if k in flat} for flat in composed]
+    # mols.enabled as composed: a row without the MoLS overlay may still switch it on (Figure 3's
+    # hand-set multipliers)
+    return [None if flat is None else {"mols.enabled": on, **{k: flat[k] for k in varying if k in flat}}
+            for flat, on in zip(composed, enabled)]
 
 
 def row_learning_rate(row: dict, model: str, rates: dict):
@@ -439,7 +454,7 @@ def setting_differences(groups: dict[GroupKey, list[Run]]) -> dict[GroupKey, str
         settings = [dict(key[4]) for key in keys]
         varying = sorted({k for s in settings for k in s if len({s.get(k) for s in settings}) > 1}) if len(keys) > 1 else []
         for key, setting in zip(keys, settings):
-            out[key] = ", ".join(f"{k}={setting.get(k, '(absent)')}" for k in varying)
+            out[key] = ", ".join(f"{k}={str(setting.get(k, '(absent)')).strip(chr(39))}" for k in varying)
     return out
 
 

@@ -141,3 +141,151 @@ def test_mols_effect_puts_each_method_beside_its_mols_variant(tmp_path, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| llama_tiny")]
     assert rows[0] == "| llama_tiny | adam | 5.0e-03 | 31.00 ± 1.41 | 28.50 ± 0.71 | -2.50 (2/2 seeds) | 3.00 MiB |"
     assert rows[1].startswith("| llama_tiny | lion | 5.0e-04 | 40.00 | – | – |")
+
+
+# ------------------------------------------------------------------ issue 11: the other experiments
+
+def write_paper_run(root: Path, name: str, model: str, optimizer: str, lr: float, seed: int = 0,
+                    mols: dict | None = None, final_loss: float | None = None, calibration: dict | None = None,
+                    extra: dict | None = None) -> Path:
+    """A run directory as train.py writes it, config resolved from the given sections."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {"run": {"name": name, "seed": seed}, "model": {"size": model},
+              "optimizer": {"name": optimizer, "lr": lr}, "mols": mols or {"enabled": False}}
+    for section, values in (extra or {}).items():
+        config.setdefault(section, {}).update(values)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    records = [{"kind": "val", "step": 20000, "loss": final_loss, "ppl": 2.718281828 ** final_loss}]
+    if calibration:
+        records.insert(0, {"kind": "mols_calibration", "step": 200, **calibration})
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (run_dir / "summary.json").write_text(json.dumps({"final_val_loss": final_loss,
+                                                      "final_val_ppl": 2.718281828 ** final_loss}))
+    return run_dir
+
+
+PAPER_MOLS = {"enabled": True, "samples": 16384}
+
+
+def rows_of(out: str) -> dict:
+    return {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
+            for line in out.splitlines() if line.startswith("| ") and not line.startswith("| Method")}
+
+
+@pytest.fixture
+def table7_runs(tmp_path):
+    root = tmp_path / "runs"
+    write_paper_run(root, "vanilla", "llama_130m", "adamw", 1e-3, final_loss=3.130)
+    write_paper_run(root, "full", "llama_130m", "adamw", 2.5e-3, mols=PAPER_MOLS, final_loss=3.090)
+    write_paper_run(root, "attn_mlp", "llama_130m", "adamw", 2.5e-3, final_loss=3.140,
+                    mols={**PAPER_MOLS, "grouping": "attn_mlp", "reference": "attn"})
+    write_paper_run(root, "qk_vo_mlp_emb", "llama_130m", "adamw", 2.5e-3, final_loss=3.095,
+                    mols={**PAPER_MOLS, "grouping": "qk_vo_mlp_emb"})
+    return root
+
+
+def test_table_7_rows_take_the_runs_of_their_grouping(table7_runs, capsys):
+    assert results.main([str(table7_runs), "--table", "7"]) == 0
+    captured = capsys.readouterr()
+    assert "found twice" not in captured.err
+    rows = rows_of(captured.out)
+    assert rows["Vanilla"] == ["3.130 (paper 3.127, Δ +0.003)"]
+    assert rows["Attn, MLP"] == ["3.140 (paper 3.139, Δ +0.001)"]
+    assert rows["Attn, MLP, Emb"] == ["– (paper 3.103)"]
+    assert rows["QK, VO, MLP, Emb"] == ["3.095 (paper 3.092, Δ +0.003)"]
+    assert rows["QK, VO, MLP, Emb, Head"] == ["3.090 (paper 3.088, Δ +0.002)"]
+
+
+def test_runs_that_differ_in_any_setting_stay_apart(table7_runs, capsys):
+    groups = results.group_runs(results.find_runs([table7_runs]))
+    assert len(groups) == 4  # three MoLS runs at one (model, method, lr) are three groups
+    assert results.main([str(table7_runs)]) == 0
+    captured = capsys.readouterr()
+    assert "found twice" not in captured.err
+    lines = [line for line in captured.out.splitlines() if line.startswith("| llama_130m")]
+    assert len(lines) == 4
+    assert any("mols.grouping=attn_mlp, mols.reference=attn" in line for line in lines)
+    assert any("mols.grouping=modules, mols.reference=vo" in line for line in lines)
+
+
+def test_table_12_ppl_and_estimation_minutes(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for samples, seconds, loss in ((2048, 45.0, 3.09), (16384, 240.0, 3.088)):
+        write_paper_run(root, f"s{samples}", "llama_130m", "adamw", 2.5e-3, final_loss=loss,
+                        mols={"enabled": True, "samples": samples},
+                        calibration={"module_snr": {"vo": 1.0}, "alphas": {"vo": 1.0}, "reference": "vo",
+                                     "gradient_samples": samples // 64, "sequences": samples, "seconds": seconds})
+    assert results.main([str(root), "--table", "12"]) == 0
+    out = capsys.readouterr().out
+    assert "| Method | PPL | estimation (min) |" in out
+    rows = rows_of(out)
+    assert rows["2048"] == ["21.98 (paper 21.99, Δ -0.01)", "0.75 (paper 0.67, Δ +0.08)"]
+    assert rows["16384"] == ["21.93 (paper 21.94, Δ -0.01)", "4.00 (paper 3.73, Δ +0.27)"]
+    assert rows["4096"] == ["– (paper 22.04)", "– (paper 1.16)"]
+    png = tmp_path / "t12.png"
+    from scripts import plot_ablation
+    assert plot_ablation.main([str(root), "--table", "12", "--out", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_table_13_alphas_by_size(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for model, lr, emb in (("llama_60m", 2.5e-3, 4.0), ("llama_130m", 2.5e-3, 5.0)):
+        for seed, wobble in enumerate((0.0, 0.2)):
+            write_paper_run(root, f"{model}-s{seed}", model, "adamw", lr, seed=seed, mols=PAPER_MOLS, final_loss=3.0,
+                            calibration={"module_snr": {}, "alphas": {"emb": emb + wobble, "head": 2.0, "qk": 1.2,
+                                                                       "vo": 1.0, "mlp": 1.1, "other": 1.0},
+                                         "reference": "vo", "seconds": 1.0})
+    write_paper_run(root, "llama_3b", "llama_3b", "adam8bit", 5e-4, mols=PAPER_MOLS, final_loss=2.6,
+                    calibration={"module_snr": {}, "alphas": {"emb": 6.0, "vo": 1.0}, "reference": "vo", "seconds": 1.0})
+    assert results.main([str(root), "--table", "13"]) == 0
+    out = capsys.readouterr().out
+    assert "| Method | 60M | 130M | 350M | 1.3B | 3B | 7B |" in out
+    rows = rows_of(out)
+    assert rows["emb"][:3] == ["4.100 ± 0.141", "5.100 ± 0.141", "–"] and rows["emb"][4] == "6.000"
+    assert rows["vo"][0] == "1.000 ± 0.000" and "other" in rows
+
+
+def test_table_14_reads_table_1_runs_beside_its_own(table1_runs, tmp_path, capsys):
+    for lr, ppl in ((1e-4, 33.0), (2.5e-4, 32.0)):
+        write_run(tmp_path / "t14", "llama_60m", "lion", False, lr, 0, ppl, {10000: ppl})
+    assert results.main([str(table1_runs), str(tmp_path / "t14"), "--table", "14"]) == 0
+    rows = rows_of(capsys.readouterr().out)
+    assert rows["Adam"][0] == "30.00 ± 1.00 (paper 29.55, Δ +0.45)"
+    assert rows["Lion"][0] == "32.00 (paper 32.46, Δ -0.46)"  # the best rate of the search
+    assert rows["SGG"][0] == "– (paper 30.31)" and rows["SOAP"][0] == "– (paper 29.02)"
+
+
+def test_figure_3_hand_tuned_against_mols(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_paper_run(root, "mols", "llama_130m", "adamw", 2.5e-3, mols=PAPER_MOLS, final_loss=3.089)
+    write_paper_run(root, "hand", "llama_130m", "adamw", 1e-3, final_loss=3.080,
+                    mols={"enabled": True, "fixed_multipliers": {"mlp": 2.0, "emb": 4.0, "head": 4.0}},
+                    calibration={"module_snr": {}, "alphas": {"mlp": 2.0}, "reference": "fixed", "seconds": 0.0})
+    write_paper_run(root, "plain", "llama_130m", "adamw", 2.5e-3, final_loss=3.120,
+                    mols={"enabled": True, "fixed_multipliers": {}})
+    assert results.main([str(root), "--table", "figure3"]) == 0
+    out = capsys.readouterr().out
+    rows = rows_of(out)
+    assert rows["MoLS"] == ["3.089 (paper 3.088, Δ +0.001)"]
+    assert rows["hand: MLP x2, others x4"] == ["3.080"] and rows["hand: MLP x1, others x1"] == ["3.120"]
+    assert rows["hand: MLP x2, others x2"] == ["–"]
+    assert "best hand-tuned setting: 3.074" in out
+    png = tmp_path / "f3.png"
+    from scripts import plot_ablation
+    assert plot_ablation.main([str(root), "--table", "figure3", "--out", str(png)]) == 0
+
+
+@pytest.mark.parametrize("figure", ["figure2", "figure4", "figure5"])
+def test_curve_figures_table_and_plot(figure, tmp_path, capsys):
+    root = tmp_path / "runs"
+    models = {"figure2": "llama_60m"}.get(figure, "llama_130m")
+    lr = 5e-3 if models == "llama_60m" else 1e-3
+    extra = {"figure2": {"data": {"source": "openwebtext"}}, "figure4": {"data": {"seq_len": 1024}},
+             "figure5": {"train": {"steps": 100000}}}[figure]
+    write_paper_run(root, "adam", models, "adamw", lr, final_loss=3.2, extra=extra)
+    assert results.main([str(root), "--table", figure, "--plot", str(tmp_path / "c.png")]) == 0
+    rows = rows_of(capsys.readouterr().out)
+    assert rows["Adam"][0] == f"{2.718281828 ** 3.2:.2f}" and rows["Adam+MoLS"][0] == "–"
+    assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
