@@ -43,6 +43,7 @@ from data.config import DataConfig
 from data.cache import atomic_path, write_json_atomic
 from data.embedded import load_embedded_corpus, read_texts
 from data.sequences import Cursor, Document, TokenSequence, build_sequences
+from data.shards import ShardSet, check_tokenizer, shard_documents
 from data.sources import StreamSpec, hub_spec, local_spec, open_stream
 from data.tokenizer import DocumentEncoder, tokenizer_fingerprint
 
@@ -240,9 +241,11 @@ class TrainStream:
     """
 
     def __init__(self, *, identity: dict, start: Cursor, documents: Callable[[Cursor], Iterator[Document]],
-                 encoder: DocumentEncoder, seq_len: int, packing: bool, micro_batch: int):
+                 encoder: DocumentEncoder, seq_len: int, packing: bool, micro_batch: int, pack_window: int = 0,
+                 taken: int = 0):
         self.identity = identity
-        self.cursor = start
+        self.cursor, self.taken = start, taken
+        self.pack_window = pack_window if packing else 0
         self._documents = documents
         self._encoder = encoder
         self.seq_len, self.packing, self.micro_batch = seq_len, packing, micro_batch
@@ -250,7 +253,8 @@ class TrainStream:
 
     @property
     def state(self) -> dict:
-        return {**self.identity, "epoch": self.cursor.epoch, "docs": self.cursor.docs, "offset": self.cursor.offset}
+        return {**self.identity, "epoch": self.cursor.epoch, "docs": self.cursor.docs, "offset": self.cursor.offset,
+                "taken": self.taken}
 
     def state_dict(self) -> dict:
         """Where the stream stands: the next batch is the first after this state."""
@@ -259,7 +263,7 @@ class TrainStream:
     def load_state_dict(self, state: dict) -> None:
         """Continue right after the batch that `state` was saved with (the same stream, checked)."""
         self.close()
-        self.cursor = _cursor_from_state(state, self.identity)
+        self.cursor, self.taken = _cursor_from_state(state, self.identity)
 
     def next_batch(self) -> dict:
         """The next micro-batch (starting the stream, and its workers, on first use)."""
@@ -270,7 +274,7 @@ class TrainStream:
 
     def __iter__(self) -> Iterator[tuple[dict, dict]]:
         self.close()
-        self._running = self._batches(self.cursor)
+        self._running = self._batches(self.cursor, self.taken)
         return self._running
 
     def close(self) -> None:
@@ -279,30 +283,54 @@ class TrainStream:
             self._running.close()
             self._running = None
 
-    def _batches(self, start: Cursor):
+    def _batches(self, start: Cursor, taken: int):
         documents = self._documents(start)
         try:
             sequences = build_sequences(documents, seq_len=self.seq_len, packing=self.packing,
                                         eos_id=self._encoder.eos_id, pad_id=self._encoder.pad_id,
                                         start_offset=start.offset)
+            if self.pack_window:
+                placed = _window_shuffled(sequences, start, taken, self.pack_window,
+                                          (self.identity["shuffle_seed"], self.identity["seed_offset"]))
+            else:
+                placed = ((seq, seq.after, 0) for seq in sequences)
             while True:
-                group = list(itertools.islice(sequences, self.micro_batch))
+                group = list(itertools.islice(placed, self.micro_batch))
                 if len(group) < self.micro_batch:  # sources re-epoch forever; this would be a bug
                     raise RuntimeError("the document stream ended")
-                batch = collate(group, self._encoder)
-                self.cursor = group[-1].after
+                batch = collate([seq for seq, _, _ in group], self._encoder)
+                _, self.cursor, self.taken = group[-1]
                 yield batch, self.state
         finally:
             documents.close()  # shuts the DataLoader workers down
 
 
+def _window_shuffled(sequences: Iterator[TokenSequence], start: Cursor, taken: int, window: int, seeds: tuple):
+    """Packed sequences in a seeded random order within consecutive windows of `window` sequences,
+    so a micro-batch draws from many documents instead of a few consecutive ones. Yields
+    (sequence, the window's start cursor, sequences of the window handed out so far): rebuilding
+    the window from its start and skipping `taken` resumes exactly. The order of a window depends
+    only on the seeds and where the window starts."""
+    while True:
+        block = list(itertools.islice(sequences, window))
+        if not block:
+            return
+        order = np.random.default_rng([*seeds, start.epoch, start.docs, start.offset]).permutation(len(block))
+        for i in range(taken, len(block)):
+            yield block[order[i]], start, i + 1
+        start, taken = block[-1].after, 0
+
+
 def _stream_identity(cfg: DataConfig, fingerprint: str, *, rank: int, world_size: int, seed_offset: int) -> dict:
-    return {"format": STATE_FORMAT, "source": cfg.source, "packing": int(cfg.packing),
-            "shuffle_seed": cfg.shuffle_seed, "seed_offset": seed_offset,
-            "rank": rank, "world_size": world_size, "tokenizer": fingerprint}
+    identity = {"format": STATE_FORMAT, "source": cfg.source, "packing": int(cfg.packing),
+                "shuffle_seed": cfg.shuffle_seed, "seed_offset": seed_offset,
+                "rank": rank, "world_size": world_size, "tokenizer": fingerprint}
+    if cfg.packing:
+        identity["pack_window"] = cfg.pack_window
+    return identity
 
 
-def _cursor_from_state(state: dict, identity: dict) -> Cursor:
+def _cursor_from_state(state: dict, identity: dict) -> tuple[Cursor, int]:
     if not isinstance(state, dict):
         raise ValueError(f"data state must be a dict saved from a TrainStream, got {type(state).__name__}")
     changed = [f"{key} was {state.get(key)!r}, now {value!r}" for key, value in identity.items()
@@ -311,11 +339,12 @@ def _cursor_from_state(state: dict, identity: dict) -> Cursor:
         raise UserError("cannot continue the saved data stream exactly: " + "; ".join(changed))
     try:
         cursor = Cursor(int(state["epoch"]), int(state["docs"]), int(state["offset"]))
+        taken = int(state.get("taken", 0))
     except (KeyError, TypeError, ValueError):
         raise ValueError(f"data state is missing its position (epoch, docs, offset): {state!r}") from None
-    if min(cursor.epoch, cursor.docs, cursor.offset) < 0 or (cursor.offset and not identity["packing"]):
+    if min(cursor.epoch, cursor.docs, cursor.offset, taken) < 0 or (cursor.offset and not identity["packing"]):
         raise ValueError(f"data state has an invalid position: {state!r}")
-    return cursor
+    return cursor, taken
 
 
 def _check_ranks(rank: int, world_size: int, seed_offset: int) -> None:
@@ -324,6 +353,18 @@ def _check_ranks(rank: int, world_size: int, seed_offset: int) -> None:
         raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
     if seed_offset < 0:
         raise ValueError(f"seed_offset must be >= 0, got {seed_offset}")
+
+
+def token_shards(directory: str, tokenizer, what: str) -> ShardSet:
+    """A shard directory made with this run's tokenizer (a UserError naming `what` otherwise)."""
+    try:
+        shards = ShardSet(directory)
+        check_tokenizer(shards, tokenizer)
+    except UserError:
+        raise
+    except ValueError as err:  # the reader's own checks: missing, unfinished or mismatched shards
+        raise UserError(f"{what}: {err}") from None
+    return shards
 
 
 def train_spec(cfg: DataConfig) -> StreamSpec:
@@ -356,11 +397,13 @@ def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int
     encoder = DocumentEncoder(tokenizer, vocab_limit)
     fingerprint = tokenizer_fingerprint(tokenizer)
     identity = _stream_identity(cfg, fingerprint, rank=rank, world_size=world_size, seed_offset=seed_offset)
-    start = Cursor() if state is None else _cursor_from_state(state, identity)
+    start, taken = (Cursor(), 0) if state is None else _cursor_from_state(state, identity)
     order = dict(shuffle_seed=cfg.shuffle_seed, seed_offset=seed_offset, rank=rank, world_size=world_size)
     if cfg.source == "embedded":
         split = embedded_tokenized(encoder, fingerprint)["train"]
         documents = partial(_embedded_documents, split, **order)
+    elif cfg.source == "tokens":
+        documents = partial(shard_documents, token_shards(cfg.path, tokenizer, "data.path"), **order)
     else:
         spec = train_spec(cfg)
         _check_readable(spec)
@@ -370,7 +413,8 @@ def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int
             return _streamed_documents(blocks, cfg.num_workers)
 
     return TrainStream(identity=identity, start=start, documents=documents, encoder=encoder,
-                       seq_len=cfg.seq_len, packing=cfg.packing, micro_batch=micro_batch)
+                       seq_len=cfg.seq_len, packing=cfg.packing, micro_batch=micro_batch,
+                       pack_window=cfg.pack_window, taken=taken)
 
 
 # --------------------------------------------------------------------------------------------
@@ -392,6 +436,10 @@ def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int,
         split = embedded_tokenized(encoder, tokenizer_fingerprint(tokenizer))["val"]
         documents = (Document(0, i, split.document(i)) for i in range(len(split)))
         where = "the embedded corpus's validation split"
+    elif cfg.source == "tokens":
+        split = token_shards(cfg.val_path, tokenizer, "data.val_path")
+        documents = (Document(0, i, split.document(i)) for i in range(len(split)))
+        where = f"the token shards in {cfg.val_path}"
     else:
         spec = val_spec(cfg)
         documents = _ordered_documents(spec, encoder)
@@ -421,6 +469,10 @@ def describe_data(cfg: DataConfig, tokenizer) -> str:
             tokens = f", {counts['train']:,} / {counts['val']:,} tokens"
         where = (f"embedded corpus (Wikipedia lead sections, CC BY-SA 4.0 + News Articles, Dai 2017): "
                  f"{docs['train']:,} train / {docs['val']:,} val documents{tokens}; cache {corpus.directory}")
+    elif cfg.source == "tokens":
+        manifest = ShardSet(cfg.path).manifest
+        where = (f"token shards {cfg.path} ({manifest['documents']:,} documents, {manifest['tokens']:,} tokens, "
+                 f"from {manifest['source'].get('description', manifest['source'])}); validation: {cfg.val_path}")
     else:
         where = f"{train_spec(cfg).describe()}; validation: {val_spec(cfg).describe()}"
     scheme = ("packed (documents + eos concatenated, no padding)" if cfg.packing

@@ -67,13 +67,14 @@ def local_files(tmp_path_factory, texts):
 
 
 def embedded_cfg(**overrides) -> DataConfig:
-    return DataConfig(**{"source": "embedded", "tokenizer": "embedded-8k", "seq_len": SEQ_LEN, **overrides})
+    return DataConfig(**{"source": "embedded", "tokenizer": "embedded-8k", "seq_len": SEQ_LEN, "pack_window": 8,
+                         **overrides})
 
 
 def local_cfg(local_files, kind: str, **overrides) -> DataConfig:
     settings = {"source": "local", "path": str(local_files["train"][kind]),
                 "val_path": str(local_files["validation"][kind]), "tokenizer": "embedded-8k",
-                "seq_len": SEQ_LEN, "shuffle_buffer": 32, "num_workers": 0}
+                "seq_len": SEQ_LEN, "shuffle_buffer": 32, "num_workers": 0, "pack_window": 8}  # small corpora
     if kind == "jsonl":
         settings["text_field"] = "body"
     return DataConfig(**{**settings, **overrides})
@@ -338,3 +339,22 @@ def test_local_val_batches_follow_file_order(tokenizer, local_files, texts):
     expected = tokenizer(texts[90], add_special_tokens=False)["input_ids"][: SEQ_LEN - 1] + [tokenizer.eos_token_id]
     assert first[: len(expected)].tolist() == expected
     assert sum(len(b["input_ids"]) for b in val) == len(texts) - 90
+
+
+def test_packed_sequences_are_shuffled_within_windows(tokenizer):
+    """A window of packed sequences comes out in a seeded random order, not as consecutive chunks
+    of a few documents; the same sequences, each once; resuming inside a window continues exactly."""
+    def rows(window: int, batches: int) -> list[tuple]:
+        stream = build_train_stream(embedded_cfg(packing=True, pack_window=window), tokenizer, rank=0,
+                                    world_size=1, micro_batch=16)
+        return [tuple(row.tolist()) for batch, _ in take(stream, batches) for row in batch["input_ids"]]
+
+    in_order, shuffled = rows(0, 16), rows(256, 16)  # 256 sequences: exactly one window
+    assert sorted(shuffled) == sorted(in_order) and len(set(shuffled)) == 256
+    positions = [in_order.index(r) for r in shuffled[:16]]  # where the first batch's rows come from
+    assert max(positions) - min(positions) > 100  # spread over the window, not 16 neighbours
+    stream = take(build_train_stream(embedded_cfg(packing=True, pack_window=256), tokenizer, rank=0,
+                                     world_size=1, micro_batch=16), 40)
+    resumed = take(build_train_stream(embedded_cfg(packing=True, pack_window=256), tokenizer, rank=0,
+                                      world_size=1, micro_batch=16, state=stream[9][1]), 30)
+    assert stream[9][1]["taken"] == 160 and same_batches(resumed, stream[10:])
