@@ -37,8 +37,10 @@ class GradientMoments:
         self.count += 1
         for name, param in self.params.items():
             mean, m2 = self.mean[name], self.m2[name]
+            # A blocking copy: a non_blocking device-to-host copy may still be in flight when the
+            # CPU reads the buffer, which would make the statistics (and every alpha) wrong on GPU.
             grad = (torch.zeros_like(mean) if param.grad is None
-                    else param.grad.detach().to(self.device, torch.float32, non_blocking=True))
+                    else param.grad.detach().to(self.device, torch.float32))
             delta = grad - mean
             mean.add_(delta, alpha=1.0 / self.count)
             m2.addcmul_(delta, grad - mean)
