@@ -232,6 +232,14 @@ def _build_adafactor(cfg, options, model, groups):
                      scale_parameter=False, warmup_init=False, momentum_dtype=torch.float32)
 
 
+def _build_soap(cfg, options, model, groups):
+    """pytorch_optimizer's SOAP (Adam in Shampoo's eigenbasis), the paper's Table 14 baseline."""
+    from pytorch_optimizer import SOAP
+    return SOAP([_group(g, cfg.lr, "soap") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
+                weight_decay=cfg.weight_decay, precondition_frequency=options.precondition_frequency,
+                max_precondition_dim=options.max_precondition_dim)
+
+
 BUILDERS: dict[str, Callable] = {
     "adamw": _adam_family(torch.optim.AdamW, "adamw"),
     "adam": _adam_family(torch.optim.Adam, "adam (L2 weight decay)"),
@@ -245,6 +253,7 @@ BUILDERS: dict[str, Callable] = {
     "adamw8bit": _bitsandbytes("AdamW8bit"),
     "lion": _build_lion,
     "adafactor": _build_adafactor,
+    "soap": _build_soap,
 }
 
 

@@ -146,10 +146,23 @@ class AdafactorOptions:
         return problems
 
 
+@dataclass
+class SoapOptions:
+    precondition_frequency: int = 10    # steps between eigenbasis updates (SOAP's default)
+    max_precondition_dim: int = 10000   # larger dimensions are not preconditioned
+
+    def validate(self) -> list[str]:
+        problems: list[str] = []
+        check_range(problems, "optimizer.options.precondition_frequency", self.precondition_frequency, low=1)
+        check_range(problems, "optimizer.options.max_precondition_dim", self.max_precondition_dim, low=1)
+        return problems
+
+
 METHOD_OPTIONS: dict[str, type] = {
     "adamw": AdamOptions, "adam": AdamOptions, "nadam": NAdamOptions, "lamb": LambOptions,
     "muon": MuonOptions, "adam_mini": AdamMiniOptions, "galore": GaLoreOptions, "apollo": ApolloOptions,
     "adam8bit": EightBitOptions, "adamw8bit": EightBitOptions, "lion": NoOptions, "adafactor": AdafactorOptions,
+    "soap": SoapOptions,
 }
 METHODS: tuple[str, ...] = tuple(METHOD_OPTIONS)
 LOW_RANK_METHODS = ("galore", "apollo")
