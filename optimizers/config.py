@@ -84,12 +84,10 @@ class AdamMiniOptions:
 
 
 @dataclass
-class GaLoreOptions:
+class LowRankOptions:
     # projection rank; null: the papers' rank for the width (PAPER_RANKS), hidden/4 otherwise
     rank: Optional[int] = None
     update_proj_gap: int = 200          # steps between projection updates (both papers: 200)
-    scale: float = 0.25                 # GaLore scale alpha (paper Table 9: 0.25)
-    proj_type: Literal["std", "reverse_std", "left", "right", "full"] = "std"
 
     def validate(self) -> list[str]:
         problems: list[str] = []
@@ -100,22 +98,19 @@ class GaLoreOptions:
 
 
 @dataclass
-class ApolloOptions:
-    rank: Optional[int] = None
-    update_proj_gap: int = 200
+class GaLoreOptions(LowRankOptions):
+    scale: float = 0.25                 # GaLore scale alpha (paper Table 9: 0.25)
+    proj_type: Literal["std", "reverse_std", "left", "right", "full"] = "std"
+
+
+@dataclass
+class ApolloOptions(LowRankOptions):
     proj: Literal["random", "svd"] = "random"                 # projection matrices
     scale_type: Literal["channel", "tensor"] = "channel"      # per channel (APOLLO) or tensor (APOLLO-Mini)
     scale: float = 1.0                  # paper Table 9: 1.0; the update is multiplied by sqrt(scale)
     proj_type: Literal["std", "reverse_std", "left", "right"] = "std"
     scale_front: bool = False           # apply sqrt(scale) before the norm-growth limiter
     norm_growth_limiter: bool = True    # limit update-norm growth to 1.01x per step (Fira)
-
-    def validate(self) -> list[str]:
-        problems: list[str] = []
-        check_range(problems, "optimizer.options.rank", self.rank, low=1, optional=True)
-        check_range(problems, "optimizer.options.update_proj_gap", self.update_proj_gap, low=1)
-        check_range(problems, "optimizer.options.scale", self.scale, low=0, low_open=True)
-        return problems
 
 
 @dataclass
