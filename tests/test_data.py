@@ -1,7 +1,11 @@
 """data/: the embedded corpus, tokenizers, training streams (order, ranks, resume) and validation sets.
 
-Offline and CPU-only. The embedded corpus, the embedded-8k tokenizer and its token arrays are
-cached in the repository's .cache/ (MOLS_CACHE), so only the first run pays for building them.
+Offline and CPU-only. Most tests run on the committed assets (tests/assets: Wikipedia lead sections
+and a 2k tokenizer, read as data.source: local); those marked `corpus` exercise the embedded
+corpus itself (its build, split, licences, the embedded-8k tokenizer and the embedded stream) and
+are skipped when its packages are not installed. The embedded corpus, the embedded-8k tokenizer
+and its token arrays are cached in the repository's .cache/ (MOLS_CACHE), so only the first run
+pays for building them.
 """
 from __future__ import annotations
 
@@ -29,18 +33,25 @@ from data.tokenizer import embedded_tokenizer_path
 
 SEQ_LEN = 64
 MICRO_BATCH = 4
+ASSETS = Path(__file__).resolve().parent / "assets"
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
+    """The committed 2k byte-level BPE (the embedded tokenizers' recipe, trained on the assets)."""
+    return get_tokenizer(str(ASSETS / "tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def embedded_tokenizer():
     return get_tokenizer("embedded-8k")
 
 
 @pytest.fixture(scope="module")
 def texts():
-    """Real documents for the local-file tests: short ones, so a few files hold many."""
-    corpus = load_embedded_corpus()
-    return [t for t in itertools.islice(read_texts(corpus.train_path), 400) if len(t) < 700][:120]
+    """Real documents for the local-file tests: short ones, so a few files hold many (the first 90:
+    ~9k tokens, so 40 packed batches of 4 x 64 tokens start a second epoch)."""
+    return [t for t in read_texts(ASSETS / "train.jsonl") if len(t) < 500][:120]
 
 
 @pytest.fixture(scope="module")
@@ -71,9 +82,16 @@ def embedded_cfg(**overrides) -> DataConfig:
                          **overrides})
 
 
+def assets_cfg(**overrides) -> DataConfig:
+    """The committed assets as a local source: 183 training and 130 validation documents."""
+    return DataConfig(**{"source": "local", "path": str(ASSETS / "train.jsonl"), "val_path": str(ASSETS / "val.jsonl"),
+                         "tokenizer": str(ASSETS / "tokenizer"), "seq_len": SEQ_LEN, "pack_window": 8,
+                         "num_workers": 0, **overrides})
+
+
 def local_cfg(local_files, kind: str, **overrides) -> DataConfig:
     settings = {"source": "local", "path": str(local_files["train"][kind]),
-                "val_path": str(local_files["validation"][kind]), "tokenizer": "embedded-8k",
+                "val_path": str(local_files["validation"][kind]), "tokenizer": str(ASSETS / "tokenizer"),
                 "seq_len": SEQ_LEN, "shuffle_buffer": 32, "num_workers": 0, "pack_window": 8}  # small corpora
     if kind == "jsonl":
         settings["text_field"] = "body"
@@ -99,6 +117,7 @@ def same_batches(a, b) -> bool:
 # Embedded corpus and tokenizers
 # --------------------------------------------------------------------------------------------
 
+@pytest.mark.corpus
 def test_embedded_corpus_has_thousands_of_documents_and_a_disjoint_validation_split():
     corpus = load_embedded_corpus()
     counts = corpus.manifest["documents"]
@@ -117,7 +136,9 @@ def test_missing_corpus_package_tells_how_to_install(monkeypatch):
         embedded.source_file(embedded.NEWS)
 
 
-def test_embedded_tokenizer_is_deterministic_cached_and_has_eos_and_pad(tokenizer, tmp_path, monkeypatch):
+@pytest.mark.corpus
+def test_embedded_tokenizer_is_deterministic_cached_and_has_eos_and_pad(embedded_tokenizer, tmp_path, monkeypatch):
+    tokenizer = embedded_tokenizer
     assert tokenizer.eos_token == "</s>" and tokenizer.pad_token == "<pad>"
     assert tokenizer.pad_token_id != tokenizer.eos_token_id and len(tokenizer) == 8000
     cached = embedded_tokenizer_path("embedded-8k").read_bytes()
@@ -146,7 +167,9 @@ def test_local_tokenizer_directory_and_unknown_name(tokenizer, tmp_path):
 # Training streams
 # --------------------------------------------------------------------------------------------
 
-def test_order_is_fixed_by_the_seed(tokenizer):
+@pytest.mark.corpus
+def test_order_is_fixed_by_the_seed(embedded_tokenizer):
+    tokenizer = embedded_tokenizer
     def first(cfg, **kw):
         return take(build_train_stream(cfg, tokenizer, rank=0, world_size=1, micro_batch=MICRO_BATCH, **kw), 3)
 
@@ -156,8 +179,10 @@ def test_order_is_fixed_by_the_seed(tokenizer):
     assert not same_batches(reference, first(embedded_cfg(), seed_offset=1))  # independent extra samples
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("packing", [False, True])
-def test_embedded_ranks_get_disjoint_documents(tokenizer, packing):
+def test_embedded_ranks_get_disjoint_documents(embedded_tokenizer, packing):
+    tokenizer = embedded_tokenizer
     cfg = embedded_cfg(packing=packing)
     streams = [build_train_stream(cfg, tokenizer, rank=r, world_size=2, micro_batch=MICRO_BATCH) for r in (0, 1)]
     rank0, rank1 = (take(s, 5) for s in streams)
@@ -167,7 +192,7 @@ def test_embedded_ranks_get_disjoint_documents(tokenizer, packing):
 
 
 def test_padded_sequences_ignore_exactly_the_padding(tokenizer):
-    cfg = embedded_cfg(seq_len=128)
+    cfg = assets_cfg(seq_len=128)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     padded_rows = 0
     for batch, _ in take(build_train_stream(cfg, tokenizer, rank=0, world_size=1, micro_batch=8), 4):
@@ -182,7 +207,7 @@ def test_padded_sequences_ignore_exactly_the_padding(tokenizer):
 
 
 def test_packed_sequences_have_no_padding(tokenizer):
-    cfg = embedded_cfg(packing=True)
+    cfg = assets_cfg(packing=True)
     batches = take(build_train_stream(cfg, tokenizer, rank=0, world_size=1, micro_batch=MICRO_BATCH), 6)
     for batch, _ in batches:
         assert torch.equal(batch["labels"], batch["input_ids"])
@@ -192,19 +217,22 @@ def test_packed_sequences_have_no_padding(tokenizer):
 
 
 def test_ids_beyond_the_model_vocabulary_are_mapped_to_unk(tokenizer):
-    cfg = embedded_cfg(packing=True)
+    cfg = assets_cfg(packing=True)
+    limit = len(tokenizer) // 2  # half the vocabulary (4000 of embedded-8k's 8000 before the assets)
     plain = take(build_train_stream(cfg, tokenizer, rank=0, world_size=1, micro_batch=MICRO_BATCH), 2)
     limited = take(build_train_stream(cfg, tokenizer, rank=0, world_size=1, micro_batch=MICRO_BATCH,
-                                      vocab_limit=4000), 2)
+                                      vocab_limit=limit), 2)
     for (a, _), (b, _) in zip(plain, limited):
-        high = a["input_ids"] >= 4000
-        assert high.any() and b["input_ids"].max() < 4000
+        high = a["input_ids"] >= limit
+        assert high.any() and b["input_ids"].max() < limit
         assert (b["input_ids"][high] == tokenizer.unk_token_id).all()
         assert torch.equal(b["input_ids"][~high], a["input_ids"][~high])
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("packing", [False, True])
-def test_embedded_stream_resumes_exactly(tokenizer, packing):
+def test_embedded_stream_resumes_exactly(embedded_tokenizer, packing):
+    tokenizer = embedded_tokenizer
     cfg = embedded_cfg(packing=packing)
     uninterrupted = take(build_train_stream(cfg, tokenizer, rank=1, world_size=2, micro_batch=MICRO_BATCH), 8)
     state = uninterrupted[4][1]
@@ -230,7 +258,9 @@ def test_stream_continues_after_break_and_across_epochs(tokenizer, local_files):
     assert same_batches(first + rest, uninterrupted)
 
 
-def test_mismatched_state_is_refused(tokenizer):
+@pytest.mark.corpus
+def test_mismatched_state_is_refused(embedded_tokenizer):
+    tokenizer = embedded_tokenizer
     state = take(build_train_stream(embedded_cfg(), tokenizer, rank=0, world_size=2, micro_batch=2), 1)[0][1]
     with pytest.raises(ValueError, match="world_size"):
         build_train_stream(embedded_cfg(), tokenizer, rank=0, world_size=4, micro_batch=2, state=state)
@@ -319,7 +349,7 @@ def test_openwebtext_uses_nanogpt_split(tokenizer, texts, monkeypatch):
 
 @pytest.mark.parametrize("packing", [False, True])
 def test_val_batches_are_fixed_budgeted_and_split_across_ranks(tokenizer, packing):
-    cfg = embedded_cfg(packing=packing, val_tokens=2000)
+    cfg = assets_cfg(packing=packing, val_tokens=2000)
     whole = build_val_batches(cfg, tokenizer, rank=0, world_size=1, batch_size=3)
     again = build_val_batches(cfg, tokenizer, rank=0, world_size=1, batch_size=3)
     assert all(torch.equal(a["input_ids"], b["input_ids"]) for a, b in zip(whole, again))
@@ -345,7 +375,7 @@ def test_packed_sequences_are_shuffled_within_windows(tokenizer):
     """A window of packed sequences comes out in a seeded random order, not as consecutive chunks
     of a few documents; the same sequences, each once; resuming inside a window continues exactly."""
     def rows(window: int, batches: int) -> list[tuple]:
-        stream = build_train_stream(embedded_cfg(packing=True, pack_window=window), tokenizer, rank=0,
+        stream = build_train_stream(assets_cfg(packing=True, pack_window=window), tokenizer, rank=0,
                                     world_size=1, micro_batch=16)
         return [tuple(row.tolist()) for batch, _ in take(stream, batches) for row in batch["input_ids"]]
 
@@ -353,8 +383,8 @@ def test_packed_sequences_are_shuffled_within_windows(tokenizer):
     assert sorted(shuffled) == sorted(in_order) and len(set(shuffled)) == 256
     positions = [in_order.index(r) for r in shuffled[:16]]  # where the first batch's rows come from
     assert max(positions) - min(positions) > 100  # spread over the window, not 16 neighbours
-    stream = take(build_train_stream(embedded_cfg(packing=True, pack_window=256), tokenizer, rank=0,
+    stream = take(build_train_stream(assets_cfg(packing=True, pack_window=256), tokenizer, rank=0,
                                      world_size=1, micro_batch=16), 40)
-    resumed = take(build_train_stream(embedded_cfg(packing=True, pack_window=256), tokenizer, rank=0,
+    resumed = take(build_train_stream(assets_cfg(packing=True, pack_window=256), tokenizer, rank=0,
                                       world_size=1, micro_batch=16, state=stream[9][1]), 30)
     assert stream[9][1]["taken"] == 160 and same_batches(resumed, stream[10:])
