@@ -20,6 +20,17 @@ allocation. Local mode runs the jobs one after another on this machine.
 
 The sbatch script asks for --cpus-per-task and --mem derived from the configs (see job_cost; the
 flags override them); a dry run also prints the grid's estimated GPU-hours (see estimate_line).
+
+Preemption and time limits (render_sbatch; docs/slurm.md has a run on a real Slurm): the job asks
+for USR1 to its batch shell 300 s before the time limit (--signal=B:USR1@300). The shell passes a
+SIGTERM on to the training step (`scancel --signal=TERM $SLURM_JOB_ID`: torchrun and its workers
+on every node); every rank finishes its step, saves a checkpoint at that step and exits 75 (torchrun
+itself then exits 1); once srun has returned, the shell runs `scontrol requeue` and the job, same
+id and jobs-file line, resumes from that checkpoint (run.resume=auto). A TERM to the batch shell
+(scancel, preemption) is passed on the same way, but the job is not requeued by the script: a
+cancelled job ends with that checkpoint on disk (in KillWait seconds, or Slurm kills it), a
+preempted one is requeued by Slurm where the partition's PreemptMode says so. The batch shell exits
+with srun's status. Allow the save time in the lead: --sbatch-arg=--signal=B:USR1@600.
 """
 from __future__ import annotations
 
@@ -317,7 +328,8 @@ class SlurmSettings:
     time: str | None = None         # e.g. 48:00:00; None: the partition's default
     partition: str | None = None
     max_parallel: int | None = None  # array throttle: at most this many jobs at once
-    requeue_signal_seconds: int = 300  # USR1 this long before the time limit -> requeue
+    requeue_signal_seconds: int = 300  # USR1 this long before the time limit -> save, requeue (also
+                                       # torchrun's wait for its workers to save and exit)
     extra: list[str] = field(default_factory=list)  # more sbatch options, e.g. --account=abc
 
     @property
@@ -363,15 +375,28 @@ echo "[sweep] $(date -Is) job $SLURM_JOB_ID (array $SLURM_ARRAY_JOB_ID task $SLU
      "restart ${{SLURM_RESTART_COUNT:-0}}, nodes $SLURM_JOB_NODELIST, rendezvous $MASTER_ADDR:$MASTER_PORT"
 echo "[sweep] train.py $JOB_ARGS"
 
-# Preemption and time limits: Slurm sends USR1 {slurm.requeue_signal_seconds} s before the limit; requeue
-# the job (same id, same jobs-file line) and it resumes from its latest checkpoint
-# (run.resume=auto). On SIGTERM (preemption, scancel, scontrol requeue) let training end.
-requeue_job() {{
-    echo "[sweep] $(date -Is) caught $1: requeueing job $SLURM_JOB_ID"
-    scontrol requeue "$SLURM_JOB_ID"
+# Preemption and time limits. Slurm sends USR1 to this shell {slurm.requeue_signal_seconds} s before the time limit
+# (--signal=B:USR1@{slurm.requeue_signal_seconds}); scancel, preemption and `scontrol requeue` send it TERM. Either way the
+# shell passes one SIGTERM on to the training step with `scancel --signal=TERM $SLURM_JOB_ID`, which
+# signals every process of the job's steps on every node (torchrun and its workers), not this shell.
+# (Not `kill $TRAIN_PID`: srun answers TERM with SIGKILL to its tasks, "forcing job termination",
+# and passes USR1 on as USR1, which kills torchrun: it handles only TERM, INT, HUP and QUIT.)
+# The workers finish their step, all save a checkpoint at the same step and exit 75; torchrun
+# waits for them (up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT s, then SIGKILL) and exits 1.
+# After USR1 the job requeues itself once srun has returned (same job id, same jobs-file line) and
+# resumes from that checkpoint (run.resume=auto), unless training had finished (status 0).
+# After TERM it does not: a cancelled job ends there (Slurm kills what is left after KillWait s);
+# a preempted one is requeued by Slurm when the partition's PreemptMode is REQUEUE.
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{slurm.requeue_signal_seconds}}}
+STOP_SIGNAL=""
+stop_training() {{
+    [[ -n $STOP_SIGNAL ]] && return  # once: a third TERM would cut torchrun's wait for its workers short
+    STOP_SIGNAL=$1
+    echo "[sweep] $(date -Is) caught $1: SIGTERM to the training step (it saves a checkpoint and exits 75)"
+    scancel --signal=TERM "$SLURM_JOB_ID"
 }}
-trap 'requeue_job USR1' USR1
-trap 'echo "[sweep] $(date -Is) caught TERM: stopping (a requeued job resumes from its checkpoint)"' TERM
+trap 'stop_training USR1' USR1
+trap 'stop_training TERM' TERM
 
 eval "JOB_ARGV=($JOB_ARGS)"  # the line is shell-quoted by sweep.py
 srun --kill-on-bad-exit=1 {shlex.quote(str(torchrun))} \\
@@ -386,6 +411,10 @@ done
 wait "$TRAIN_PID"
 STATUS=$?
 echo "[sweep] $(date -Is) training exited with status $STATUS"
+if [[ $STOP_SIGNAL == USR1 && $STATUS -ne 0 ]]; then  # only now: the checkpoint is on disk
+    echo "[sweep] $(date -Is) requeueing job $SLURM_JOB_ID: it resumes from its checkpoint"
+    scontrol requeue "$SLURM_JOB_ID"
+fi
 exit "$STATUS"
 """
 

@@ -109,7 +109,9 @@ def test_jobs_file_and_sbatch_script(tmp_path):
                      'SLURM_ARRAY_TASK_ID + 1', "srun --kill-on-bad-exit=1", "torchrun",
                      '--nnodes "$SLURM_NNODES" --nproc_per_node 8', "--rdzv_backend c10d",
                      '--rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id "$SLURM_JOB_ID"',
-                     "trap 'requeue_job USR1' USR1", 'scontrol requeue "$SLURM_JOB_ID"']:
+                     "trap 'stop_training USR1' USR1", "trap 'stop_training TERM' TERM",
+                     'scancel --signal=TERM "$SLURM_JOB_ID"', 'scontrol requeue "$SLURM_JOB_ID"',
+                     "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}"]:
         assert expected in text, expected
 
 
@@ -130,19 +132,71 @@ def test_array_task_launches_its_line_with_rendezvous(tmp_path, fake_slurm):
     assert "restart 0, nodes node[1-2], rendezvous node1:" in done.stdout
 
 
-def test_usr1_before_the_time_limit_requeues_the_job(tmp_path, fake_slurm, monkeypatch):
-    monkeypatch.setenv("FAKE_SRUN_SECONDS", "3")
+def test_signals_reach_training_and_the_requeue_waits_for_it():
+    """The script's structure: traps set before srun starts; the trap only passes the signal on
+    (scancel --signal=TERM to the job's steps); the requeue comes after srun has returned."""
+    text = sweep.render_sbatch(name="t", jobs_file=Path("/x/t.jobs"), log_dir=Path("/x/logs"), job_count=2,
+                               slurm=sweep.SlurmSettings(requeue_signal_seconds=600))
+    assert "#SBATCH --signal=B:USR1@600" in text
+    assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}" in text
+    srun_at = text.index("srun --kill-on-bad-exit=1")
+    assert text.index("trap 'stop_training USR1' USR1") < srun_at and text.index("trap 'stop_training TERM' TERM") < srun_at
+    handler = text[text.index("stop_training() {"):text.index("\n}\n", text.index("stop_training() {"))]
+    assert 'scancel --signal=TERM "$SLURM_JOB_ID"' in handler and "requeue" not in handler
+    waited = text.index('wait "$TRAIN_PID"\nSTATUS=$?')
+    assert srun_at < text.index('while kill -0 "$TRAIN_PID"') < waited < text.index('scontrol requeue "$SLURM_JOB_ID"')
+    assert 'if [[ $STOP_SIGNAL == USR1 && $STATUS -ne 0 ]]' in text[waited:]
+
+
+@pytest.fixture
+def fake_training(fake_slurm):
+    """srun that runs like training: on SIGTERM it 'saves' and exits 75; scancel --signal=TERM
+    delivers SIGTERM to it (as Slurm does to a job's steps). Both log to calls.log."""
+    bin_dir, pid_file = fake_slurm.parent / "bin", fake_slurm.parent / "srun.pid"
+    scripts = {
+        "srun": f"""echo "srun $*" >> {fake_slurm}; echo $$ > {pid_file}
+stop=0; trap 'echo "srun got TERM" >> {fake_slurm}; stop=1' TERM
+while [ $stop = 0 ]; do sleep 0.05; done
+sleep 0.3; echo "srun saved, exits 75" >> {fake_slurm}; exit 75""",
+        "scancel": f"""echo "scancel $*" >> {fake_slurm}
+if [ "$1" = "--signal=TERM" ]; then kill -TERM "$(cat {pid_file})"; fi""",
+    }
+    for name, body in scripts.items():
+        (bin_dir / name).write_text("#!/bin/bash\n" + body + "\n")
+        (bin_dir / name).chmod(0o755)
+    return fake_slurm
+
+
+def run_signalled(tmp_path, calls: Path, sig: signal.Signals) -> tuple[int, str, list[str]]:
+    """Run array task 0 of a generated script, send the batch shell `sig` once srun runs."""
     script, _ = sweep.write_slurm_files(table_jobs("6", seeds=[0]), "table6", tmp_path, sweep.SlurmSettings())
     job = subprocess.Popen(["bash", str(script)], env={**slurm_env(0), "PATH": os.environ["PATH"]},
                            stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 10
-    while not (fake_slurm.exists() and "srun" in fake_slurm.read_text()) and time.time() < deadline:
+    while not (calls.exists() and "srun" in calls.read_text()) and time.time() < deadline:
         time.sleep(0.05)
-    job.send_signal(signal.SIGUSR1)
+    time.sleep(0.2)  # srun's trap is set
+    job.send_signal(sig)
     out, _ = job.communicate(timeout=20)
-    assert "scontrol requeue 4250" in fake_slurm.read_text()
-    assert "caught USR1: requeueing job 4250" in out
-    assert "training exited with status 0" in out  # waited for the training step to end
+    return job.returncode, out, ["srun" if line.startswith("srun --") else line
+                                 for line in calls.read_text().splitlines() if not line.startswith("scontrol show")]
+
+
+def test_usr1_before_the_time_limit_stops_training_then_requeues(tmp_path, fake_training):
+    status, out, calls = run_signalled(tmp_path, fake_training, signal.SIGUSR1)
+    # srun gets TERM from scancel, 'saves', exits; only then the requeue
+    assert calls == ["srun", "scancel --signal=TERM 4250", "srun got TERM", "srun saved, exits 75",
+                     "scontrol requeue 4250"]
+    assert "caught USR1: SIGTERM to the training step" in out
+    assert "training exited with status 75" in out and "requeueing job 4250" in out
+    assert status == 75
+
+
+def test_term_stops_training_without_requeueing(tmp_path, fake_training):
+    status, out, calls = run_signalled(tmp_path, fake_training, signal.SIGTERM)
+    assert calls == ["srun", "scancel --signal=TERM 4250", "srun got TERM", "srun saved, exits 75"]
+    assert "caught TERM" in out and "training exited with status 75" in out and "requeueing" not in out
+    assert status == 75
 
 
 def test_dry_run_prints_and_submits_nothing(tmp_path, fake_slurm, capsys):
