@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+import train
 from configs import ConfigError
 from training.config import load_config
 
@@ -69,12 +70,21 @@ mols: {enabled: true, estimate_at: 50, grouping: modulez}
     ("nonsense: 1\n", "nonsense: unknown key"),
     ("optimizer: {betas: [0.9]}\n", "optimizer.betas"),
 ])
-def test_train_py_exits_2_with_a_message_and_no_traceback(tmp_path, text, expected):
+def test_train_main_returns_2_with_a_message_and_no_traceback(tmp_path, capsys, text, expected):
     bad = write(tmp_path / "bad.yaml", text)
+    assert train.main(["--config", str(bad)]) == 2  # an exception escaping main would fail the test too
+    out, err = capsys.readouterr()
+    assert expected in err
+    assert "Traceback" not in err + out
+
+
+def test_the_train_py_command_exits_2_with_the_message_on_stderr(tmp_path):
+    """The one check that needs a real process: `python train.py` turns main's 2 into its exit status."""
+    bad = write(tmp_path / "bad.yaml", "train: {steps: -5}\n")
     result = subprocess.run([sys.executable, str(ROOT / "train.py"), "--config", str(bad)],
                             capture_output=True, text=True, cwd=tmp_path)
     assert result.returncode == 2
-    assert expected in result.stderr
+    assert "train.steps: must be positive" in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
 
 

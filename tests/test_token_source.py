@@ -1,14 +1,12 @@
 """Training on token shards (data.source: tokens): ranks split the shards, and resume is exact."""
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 import train
+from multiprocess_launch import torchrun
 from scripts import pretokenize
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,9 +52,7 @@ def test_a_killed_and_resumed_run_on_shards_is_bit_identical(shards, tmp_path):
 def test_two_ranks_on_shards_equal_one_rank_with_the_same_global_batch(shards, tmp_path):
     common = ["train.steps=6", "data.packing=false"]
     assert train.main(arguments(shards, tmp_path, "one", *common)) == 0
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(ROOT / "train.py"), *arguments(shards, tmp_path, "two", *common)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    result = torchrun(arguments(shards, tmp_path, "two", *common), nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
     (a, loss_a), (b, loss_b) = final(tmp_path / "one"), final(tmp_path / "two")
     for key, tensor in a.items():
