@@ -10,6 +10,7 @@ from multiprocess_launch import torchrun
 from scripts import pretokenize
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.corpus  # shards of the embedded corpus, embedded-8k / embedded-32k tokenizers
 
 
 @pytest.fixture(scope="module")
