@@ -34,7 +34,6 @@ the same documents in another order.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
@@ -269,7 +268,7 @@ class EpochPermutation:
         if n < 1:
             raise ValueError("a permutation needs at least one element")
         self.n = int(n)
-        self.half = max(1, math.ceil(math.log2(self.n) / 2)) if self.n > 1 else 1
+        self.half = max(1, ((self.n - 1).bit_length() + 1) // 2)   # 4^half > n - 1, exactly
         self.mask = np.uint64((1 << self.half) - 1)
         self.keys = np.random.SeedSequence(int(seed)).generate_state(FEISTEL_ROUNDS, dtype=np.uint64)
 
