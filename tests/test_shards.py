@@ -1,5 +1,9 @@
 """Token shards: scripts/pretokenize.py (manifest, exact ids, resume, bad input) and data/shards.py
-(validation, random access, the per-rank shuffled order and its resume). Offline, CPU only."""
+(validation, random access, the per-rank shuffled order and its resume). Offline, CPU only.
+
+Most tests pretokenize with embedded-8k (trained on the embedded corpus) and shard the corpus's
+validation split, so they are marked `corpus` (skipped, with the install hint, without its
+packages)."""
 from __future__ import annotations
 
 import itertools
@@ -21,6 +25,8 @@ from data.sequences import Cursor, build_sequences  # noqa: E402
 from data.shards import (EpochPermutation, ShardSet, check_tokenizer, shard_documents,  # noqa: E402
                          token_dtype)
 from data.tokenizer import DocumentEncoder, get_tokenizer, tokenizer_fingerprint  # noqa: E402
+
+CORPUS = pytest.mark.corpus
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +71,7 @@ def val_shards(tmp_path_factory):
     return out
 
 
+@CORPUS
 def test_manifest_describes_the_shards(local_shards, tokenizer, texts):
     manifest = json.loads((local_shards / "manifest.json").read_text())
     assert manifest["format_version"] == 1
@@ -80,6 +87,7 @@ def test_manifest_describes_the_shards(local_shards, tokenizer, texts):
     assert all(s.tokens.dtype == np.uint16 and isinstance(s.tokens, np.memmap) for s in shards.shards)
 
 
+@CORPUS
 def test_every_document_is_the_encoders_output(local_shards, val_shards, tokenizer, texts):
     encoder = DocumentEncoder(tokenizer)
     expected = encoder.encode([t for t in texts if t.strip()])
@@ -95,6 +103,7 @@ def test_every_document_is_the_encoders_output(local_shards, val_shards, tokeniz
         assert np.array_equal(shards.document(i), ids)
 
 
+@CORPUS
 def test_a_killed_run_resumes_writing_only_the_missing_shard(tmp_path, jsonl):
     out = tmp_path / "run"
     assert pretokenize.main(local_args(jsonl, out, "--workers", "0")) == 0
@@ -120,11 +129,13 @@ def test_a_killed_run_resumes_writing_only_the_missing_shard(tmp_path, jsonl):
     assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == after
 
 
+@CORPUS
 def test_other_arguments_into_the_same_directory_are_refused(local_shards, jsonl, capsys):
     assert pretokenize.main(local_args(jsonl, local_shards, "--docs-per-shard", "7")) == 2
     assert "another pretokenize run" in capsys.readouterr().err
 
 
+@CORPUS
 def test_bad_input_is_one_message_and_exit_2(tmp_path, jsonl):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     cases = [
@@ -162,6 +173,7 @@ def documents(directory, start=Cursor(), n=None, **order):
     return list(itertools.islice(shard_documents(directory, start, **order), n))
 
 
+@CORPUS
 def test_ranks_are_disjoint_and_cover_every_document_each_epoch(val_shards):
     shards = ShardSet(val_shards)
     n = len(shards)
@@ -185,6 +197,7 @@ def test_ranks_are_disjoint_and_cover_every_document_each_epoch(val_shards):
     assert all(np.array_equal(d.ids, shards.document(int(p))) for d, p in zip(one, perm))
 
 
+@CORPUS
 def test_epochs_and_streams_have_their_own_orders(val_shards):
     n = len(ShardSet(val_shards))
     first = [d.ids.tobytes() for d in documents(val_shards, n=2 * n)]
@@ -194,6 +207,7 @@ def test_epochs_and_streams_have_their_own_orders(val_shards):
     assert [d.ids.tobytes() for d in documents(val_shards, n=n)] == first[:n]  # fixed by the seed
 
 
+@CORPUS
 @pytest.mark.parametrize("cursor", [Cursor(0, 20), Cursor(0, 143, 5), Cursor(1, 3), Cursor(2, 0)])
 def test_resume_from_a_cursor_equals_continuing(val_shards, cursor):
     per_rank = len(ShardSet(val_shards)) // 2
@@ -204,6 +218,7 @@ def test_resume_from_a_cursor_equals_continuing(val_shards, cursor):
     assert all(np.array_equal(a.ids, b.ids) for a, b in zip(resumed, whole[position:]))
 
 
+@CORPUS
 def test_shard_documents_feed_the_sequence_builder(val_shards, tokenizer):
     encoder = DocumentEncoder(tokenizer)
     seqs = list(itertools.islice(build_sequences(shard_documents(val_shards, rank=0, world_size=1, shuffle_seed=0,
@@ -214,6 +229,7 @@ def test_shard_documents_feed_the_sequence_builder(val_shards, tokenizer):
     assert (np.concatenate([s.ids for s in seqs]) == encoder.eos_id).sum() >= 1
 
 
+@CORPUS
 def test_fingerprint_mismatch_is_a_clear_error(local_shards, tokenizer):
     check_tokenizer(local_shards, tokenizer)
     shards = ShardSet(local_shards)
@@ -225,6 +241,7 @@ def test_fingerprint_mismatch_is_a_clear_error(local_shards, tokenizer):
         check_tokenizer(manifest, tokenizer)
 
 
+@CORPUS
 def test_damaged_or_missing_shards_are_refused(tmp_path, jsonl):
     out = tmp_path / "bad"
     for directory in (out, tmp_path / "fresh"):
