@@ -22,7 +22,7 @@ and later epochs never repeat another stream's order.
 State: each yielded micro-batch comes with a small dict (ints and strings) that identifies the
 stream and holds the cursor (epoch, docs, offset) after the batch. `build_train_stream(...,
 state=that)` continues with exactly the next batch: embedded streams jump straight there;
-streamed sources rebuild the same shuffled order and `.skip(docs)` (the skipped documents are read
+streamed sources rebuild the same shuffled order and drop its first `docs` rows (they are read
 and discarded again, so resuming deep into a large stream takes a while). Each rank has its own
 state; a checkpoint must keep all of them.
 """
@@ -129,14 +129,23 @@ def _text_column(batch: dict, spec: StreamSpec) -> list:
 
 
 def _text_blocks(stream, spec: StreamSpec, first_index: int = 0) -> Iterator[tuple[int, list]]:
-    """(index of the block's first document, its texts) for blocks of BLOCK_DOCS rows.
+    """(index of the block's first document, its texts) for blocks of BLOCK_DOCS rows, from row
+    `first_index` of the stream on (the rows before it are read and dropped).
 
-    Uses `.iter()` rather than iterating the dataset: inside a DataLoader worker, datasets would
-    otherwise give each worker only some of the shards, and we want every worker to see the
-    whole stream (each tokenizes its own blocks of it)."""
-    index = first_index
+    Rows are dropped here rather than with `IterableDataset.skip`: after `split_dataset_by_node`
+    on a stream whose shards do not divide among the ranks, `skip(n)` skips n rows of the whole
+    stream, not of this rank's part, so a resumed multi-rank run would repeat data. Uses `.iter()`
+    rather than iterating the dataset: inside a DataLoader worker, datasets would otherwise give
+    each worker only some of the shards, and every worker must see the whole stream (each
+    tokenizes its own blocks of it)."""
+    index = 0
     for batch in stream.iter(batch_size=BLOCK_DOCS):
         texts = _text_column(batch, spec)
+        if index + len(texts) <= first_index:
+            index += len(texts)
+            continue
+        if index < first_index:
+            texts, index = texts[first_index - index:], first_index
         yield index, texts
         index += len(texts)
 
@@ -178,8 +187,6 @@ class DocumentBlocks(IterableDataset):
                                   buffer_size=self.shuffle_buffer)
             stream = split_dataset_by_node(stream, rank=self.rank, world_size=self.world_size)
             first_index = self.start.docs if epoch == self.start.epoch else 0
-            if first_index:
-                stream = stream.skip(first_index)
             empty = True
             for index, texts in _text_blocks(stream, self.spec, first_index):
                 empty = False

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from data.cache import write_json_atomic  # noqa: E402
@@ -85,7 +84,6 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--world-size", type=int, default=8, help="ranks, for the synthetic set (embedded: 1)")
     args = p.parse_args(argv)
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     root = Path(args.dir)
     sets = {"embedded train (embedded-8k)": (embedded_shards(root / "embedded-train"), 1),
             f"synthetic {args.synthetic_docs:,} docs": (synthetic_shards(root / "synthetic", args.synthetic_docs,

@@ -301,6 +301,17 @@ def test_local_stream_resumes_exactly(tokenizer, local_files, packing):
         assert same_batches(resumed, uninterrupted[k + 1:])
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_local_stream_resumes_exactly_on_every_rank(tokenizer, local_files, rank):
+    """One file does not divide among 2 ranks: datasets then splits row by row, and its skip()
+    would count rows of the whole stream; the resume must drop this rank's rows instead."""
+    cfg = local_cfg(local_files, "c4", packing=False)
+    uninterrupted = take(build_train_stream(cfg, tokenizer, rank=rank, world_size=2, micro_batch=MICRO_BATCH), 20)
+    resumed = take(build_train_stream(cfg, tokenizer, rank=rank, world_size=2, micro_batch=MICRO_BATCH,
+                                      state=uninterrupted[5][1]), 14)
+    assert same_batches(resumed, uninterrupted[6:])
+
+
 def test_worker_processes_do_not_change_the_batches(tokenizer, local_files):
     in_process = take(build_train_stream(local_cfg(local_files, "c4", packing=True), tokenizer,
                                          rank=0, world_size=1, micro_batch=MICRO_BATCH), 12)

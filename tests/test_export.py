@@ -2,6 +2,7 @@
 scripts/generate.py and scripts/evaluate.py (the run's final validation loss, exactly, and no other
 change to the run directory), on tiny LLaMA, GPT-2 and Qwen2 runs trained here."""
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from scripts import evaluate, export_hf, generate
 from training import checkpoint
 
 SIZES = ["llama_micro", "gpt2_micro", "qwen2_micro"]
-TOKENIZER = "embedded-8k"
+ASSETS = Path(__file__).resolve().parent / "assets"
+TOKENIZER = str(ASSETS / "tokenizer")
 
 
 @pytest.fixture(scope="module")
@@ -21,6 +23,8 @@ def runs(tmp_path_factory):
     out_dir = tmp_path_factory.mktemp("runs")
     for size in SIZES:
         status = train.main(["--config", "configs/quickstart.yaml", "--set", f"model.size={size}",
+                             "--set", "data.source=local", "--set", f"data.path={ASSETS / 'train.jsonl'}",
+                             "--set", f"data.val_path={ASSETS / 'val.jsonl'}", "--set", "data.num_workers=0",
                              "--set", f"data.tokenizer={TOKENIZER}", "--set", "data.seq_len=32",
                              "--set", "data.val_tokens=4000", "--set", "train.global_batch=8",
                              "--set", "train.micro_batch=4", "--set", "train.steps=4", "--set", "train.threads=1",

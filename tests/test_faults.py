@@ -17,9 +17,11 @@ from training.faults import EXIT_NONFINITE, EXIT_PREEMPTED
 from training.records import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY = ["model.size=llama_micro", "data.tokenizer=embedded-8k", "data.seq_len=32", "data.val_tokens=2000",
-        "train.global_batch=8", "train.micro_batch=4", "train.log_every=1", "optimizer.lr=5e-3",
-        "train.threads=1", "train.eval_every=1000"]
+ASSETS = ROOT / "tests" / "assets"
+TINY = ["model.size=llama_micro", "data.source=local", f"data.path={ASSETS / 'train.jsonl'}",
+        f"data.val_path={ASSETS / 'val.jsonl'}", f"data.tokenizer={ASSETS / 'tokenizer'}", "data.num_workers=0",
+        "data.seq_len=32", "data.val_tokens=2000", "train.global_batch=8", "train.micro_batch=4",
+        "train.log_every=1", "optimizer.lr=5e-3", "train.threads=1", "train.eval_every=1000"]
 
 
 def arguments(tmp_path, name, *overrides) -> list[str]:
@@ -291,7 +293,7 @@ def test_cuda_asked_for_but_absent(tmp_path, capsys):
 
 def test_a_model_vocabulary_that_cuts_real_ids(tmp_path, capsys):
     code = run_train(tmp_path, "vocab", "train.steps=2", "model.vocab_size=100")
-    assert_user_error(capsys, code, "model vocabulary (100) is smaller than the tokenizer's (8000)")
+    assert_user_error(capsys, code, "model vocabulary (100) is smaller than the tokenizer's (2000)")
 
 
 def test_wandb_online_without_credentials_fails_before_anything_is_built(tmp_path, capsys, monkeypatch):

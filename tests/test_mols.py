@@ -386,6 +386,7 @@ def test_fixed_multipliers_are_checked():
              fixed_multipliers={"attn": 2.0})
 
 
+@pytest.mark.corpus
 def test_paper_rule_and_floor_both_run_on_the_embedded_corpus(tmp_path):
     import json
     import train

@@ -17,9 +17,7 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
-
-import pretokenize  # noqa: E402
+from scripts import pretokenize  # noqa: E402
 from data.embedded import load_embedded_corpus, read_texts  # noqa: E402
 from data.sequences import Cursor, build_sequences  # noqa: E402
 from data.shards import (EpochPermutation, ShardSet, check_tokenizer, shard_documents,  # noqa: E402
