@@ -280,7 +280,8 @@ def test_an_unreadable_latest_checkpoint_is_skipped_by_auto_and_named_when_expli
     assert "skipping unreadable checkpoint step_0000006.pt" in capsys.readouterr().out
     latest.write_bytes(b"not a checkpoint")
     code = run_train(tmp_path, "other", "train.steps=6", f"run.resume={latest}")
-    assert_user_error(capsys, code, f"cannot read checkpoint {latest}")
+    err = assert_user_error(capsys, code, f"cannot read checkpoint {latest}")
+    assert len(err.strip().splitlines()) == 1
 
 
 def test_cuda_asked_for_but_absent(tmp_path, capsys):

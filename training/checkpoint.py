@@ -46,7 +46,8 @@ def load(path: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # a truncated or foreign file: say which, without a traceback
-        raise UserError(f"cannot read checkpoint {path}: {err}") from None
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch adds paragraphs of advice
+        raise UserError(f"cannot read checkpoint {path}: {reason}") from None
 
 
 def rng_state() -> dict:
