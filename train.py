@@ -11,16 +11,12 @@ and a message; anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
-import dataclasses
-import difflib
 import math
 import os
 import signal
 import sys
 import time
-import typing
 
 import torch
 import yaml
@@ -33,6 +29,7 @@ from mols import MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
 from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
+from training.cli import parse_arguments
 from training.config import Config, load_config
 from training.dry_run import plan
 from training.evaluation import evaluate, perplexity, to_device
@@ -43,58 +40,10 @@ from training.state import TrainingState, check_resume_config
 from training.throughput import Throughput, flops_per_token, peak_tflops
 
 
-def config_keys() -> list[str]:
-    """Every `section.key` a config can set (for --help and for suggestions)."""
-    def walk(cls, prefix: str):
-        for name, tp in typing.get_type_hints(cls).items():
-            yield from walk(tp, f"{prefix}{name}.") if dataclasses.is_dataclass(tp) else [f"{prefix}{name}"]
-    return list(walk(Config, ""))
-
-
-def sections_help() -> str:
-    lines = ["config sections (set any key with --set section.key=value; values are YAML):"]
-    keys = config_keys()
-    for section in dict.fromkeys(k.split(".")[0] for k in keys):
-        names = [k.split(".", 1)[1] for k in keys if k.startswith(section + ".")]
-        lines.append(f"  {section}: {', '.join(names)}")
-    return "\n".join(lines)
-
-
-def unknown_flags(extra: list[str]) -> str:
-    """A message for flags argparse does not know, suggesting the --set that was probably meant."""
-    keys = config_keys()
-    lines = []
-    for i, item in enumerate(extra):
-        if not item.startswith("--"):
-            continue
-        name, _, value = item[2:].partition("=")
-        if not value and i + 1 < len(extra) and not extra[i + 1].startswith("--"):
-            value = extra[i + 1]
-        name = name.replace("-", "_")
-        matches = [k for k in keys if k == name or k.endswith("." + name)] or difflib.get_close_matches(
-            name, keys, n=1) or [k for k in keys if difflib.get_close_matches(name, [k.split(".")[-1]], n=1)][:1]
-        hint = f": did you mean --set {matches[0]}={value or '...'}?" if matches else " (see --help for the config keys)"
-        lines.append(f"unknown option {item}{hint}")
-    return "\n".join(lines) or f"unexpected arguments: {' '.join(extra)}"
-
-
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=sections_help(),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", action="append", default=[],
-                        help="YAML config (may name `base:` configs); repeat to layer several, later ones win")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set optimizer.lr=2.5e-3 (repeatable)")
-    parser.add_argument("--print-config", action="store_true", help="print the resolved, validated config and exit")
-    parser.add_argument("--dry-run", action="store_true",
-                        help="build the model on the meta device and print parameters, tokens, steps and memory "
-                             "estimates; reads no data, writes nothing")
-    parser.add_argument("--gpus", type=int, default=None, metavar="N",
-                        help="world size for --dry-run (default: $WORLD_SIZE or 1)")
-    parser.add_argument("--gpus-per-node", type=int, default=8, metavar="N", help="for --dry-run's host memory")
-    args, extra = parser.parse_known_args(argv)
-    if extra:
-        print(unknown_flags(extra), file=sys.stderr)
+    args, unknown = parse_arguments(argv, __doc__)
+    if unknown:
+        print(unknown, file=sys.stderr)
         return 2
     handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
     try:
