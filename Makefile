@@ -1,6 +1,6 @@
 # Two entry points for a fresh machine (CPU is enough; network only for the package registry):
-#   make quickstart   install, then train a tiny LLaMA with AdamW and with AdamW+MoLS (~10 min)
-#   make test         install (with the test requirements), then run the test suite (~5 min on 2 cores)
+#   make quickstart   install, then train a tiny LLaMA with AdamW and with AdamW+MoLS (~6 min)
+#   make test         install (with the test requirements), then run the test suite (~3 min of tests on 2 cores)
 # `install` also installs this project in editable mode (pyproject.toml), so the scripts under
 # scripts/ import it from any directory.
 VENV ?= .venv
