@@ -55,11 +55,17 @@ def _embedded_tokenizer(spec: str, vocab_size: int) -> PreTrainedTokenizerBase:
 
 
 def _train_byte_level_bpe(path: Path, vocab_size: int) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-
     from data.embedded import load_embedded_corpus, read_texts
 
     corpus = load_embedded_corpus()
+    train_byte_level_bpe(read_texts(corpus.train_path), vocab_size, path, length=corpus.manifest["documents"]["train"])
+
+
+def train_byte_level_bpe(texts, vocab_size: int, path: Path, length: int | None = None) -> None:
+    """A GPT-2-style byte-level BPE with our special tokens (<unk> 0, <s> 1, </s> 2, <pad> 3),
+    trained deterministically on `texts` and saved (atomically) as a tokenizers JSON file."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
     tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
@@ -69,8 +75,7 @@ def _train_byte_level_bpe(path: Path, vocab_size: int) -> None:
         special_tokens=[SPECIAL_TOKENS[k] for k in ("unk_token", "bos_token", "eos_token", "pad_token")],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    tokenizer.train_from_iterator(read_texts(corpus.train_path), trainer=trainer,
-                                  length=corpus.manifest["documents"]["train"])
+    tokenizer.train_from_iterator(texts, trainer=trainer, length=length)
     with atomic_path(path) as tmp:
         tokenizer.save(str(tmp))
 

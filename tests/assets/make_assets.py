@@ -51,25 +51,14 @@ def write_jsonl(path: Path, docs) -> None:
 
 
 def train_tokenizer(train_path: Path, out_dir: Path) -> None:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
     from data.embedded import read_texts
-    from data.tokenizer import SPECIAL_TOKENS
+    from data.tokenizer import SPECIAL_TOKENS, train_byte_level_bpe
 
-    tokenizer = Tokenizer(models.BPE(unk_token=SPECIAL_TOKENS["unk_token"]))  # as _train_byte_level_bpe
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.post_processor = processors.ByteLevel(trim_offsets=False)
-    trainer = trainers.BpeTrainer(
-        vocab_size=VOCAB_SIZE, min_frequency=2, show_progress=False,
-        special_tokens=[SPECIAL_TOKENS[k] for k in ("unk_token", "bos_token", "eos_token", "pad_token")],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(read_texts(train_path), trainer=trainer)
     with tempfile.TemporaryDirectory() as tmp:
         raw = Path(tmp) / "tokenizer.json"
-        tokenizer.save(str(raw))
+        train_byte_level_bpe(read_texts(train_path), VOCAB_SIZE, raw)
         fast = PreTrainedTokenizerFast(tokenizer_file=str(raw), **SPECIAL_TOKENS)
         out_dir.mkdir(parents=True, exist_ok=True)
         for old in out_dir.iterdir():
