@@ -24,7 +24,7 @@ import yaml
 from configs import UserError
 from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
 from data.cache import write_json_atomic
-from models import build_model, loss_sum_and_count, mean_loss, parameter_report
+from models import loss_sum_and_count, mean_loss, parameter_report
 from mols import MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
 from optimizers.schedule import lr_factor
@@ -33,6 +33,7 @@ from training.cli import parse_arguments
 from training.config import Config, load_config
 from training.dry_run import plan
 from training.evaluation import evaluate, perplexity, to_device
+from training.precision import prepare_model
 from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
@@ -62,24 +63,6 @@ def main(argv: list[str] | None = None) -> int:
         distributed.teardown()
         for sig, handler in handlers.items():  # train() catches them; in-process callers get theirs back
             signal.signal(sig, handler)
-
-
-def prepare_model(cfg: Config, vocab_size: int, device: torch.device):
-    """The model on its device in its precision, and the autocast context the steps run under."""
-    torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
-                        overrides=cfg.model.overrides)
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if device.type == "cuda" else "fp32"
-    if precision == "bf16-pure":
-        model.to(torch.bfloat16)
-    model.to(device)
-    if cfg.model.gradient_checkpointing:
-        model.activation_checkpointing_enable()  # transformers 5's name for gradient checkpointing
-    autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
-                else contextlib.nullcontext)
-    return model, precision, autocast
 
 
 def forward_backward(train_model, micro_batches: list[dict], world_size: int, device, autocast):

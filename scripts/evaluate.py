@@ -15,7 +15,6 @@ order: equal to about 1e-12). Bad input exits with code 2.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import math
 import sys
 import time
@@ -34,37 +33,15 @@ else:  # run as a plain script: its folder is sys.path[0]
 
 def typed_config(tree: dict):
     """The checkpoint's config as the typed Config training used (ConfigError when it no longer fits)."""
-    try:
-        from configs import validate
-    except ImportError:
-        from training.config import validate
+    from training.config import validate
     return validate(tree)
-
-
-def precision_of(precision: str, device: torch.device) -> str:
-    if precision != "auto":
-        return precision
-    return "bf16-mixed" if device.type == "cuda" else "fp32"
-
-
-@torch.no_grad()
-def validation_loss(model, val_batches, device: torch.device, autocast) -> tuple[float, int]:
-    """(mean loss per target token, target tokens), as training.evaluation.evaluate on one rank."""
-    from models import loss_sum_and_count
-
-    model.eval()
-    total, count = 0.0, 0
-    for batch in val_batches:
-        with autocast():
-            loss, n = loss_sum_and_count(model, {k: v.to(device) for k, v in batch.items()})
-        total, count = total + float(loss), count + int(n)
-    return total / max(count, 1), int(count)
 
 
 def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str = "auto") -> tuple[Path, dict]:
     """Evaluate; (the result file written, its contents)."""
     from data import build_val_batches, get_tokenizer
-    from models import build_model
+    from training.evaluation import evaluate
+    from training.precision import prepare_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -82,22 +59,15 @@ def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str
         raise UserError("--device: no CUDA device is available here")
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    precision = precision_of(cfg.train.precision, dev)
-    model = build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
-                        overrides=cfg.model.overrides)
+    model, precision, autocast = prepare_model(cfg, vocab, dev)  # as train.py prepares it
     model.load_state_dict(weights)
-    if precision == "bf16-pure":
-        model.to(torch.bfloat16)
-    model.to(dev)
-    autocast = ((lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
-                else contextlib.nullcontext)
 
     tokenizer = get_tokenizer(cfg.data.tokenizer)
     batch_size = cfg.train.eval_batch or cfg.train.micro_batch
     val_batches = build_val_batches(cfg.data, tokenizer, rank=0, world_size=1, batch_size=batch_size,
                                     vocab_limit=vocab)
     start = time.time()
-    loss, tokens = validation_loss(model, val_batches, dev, autocast)
+    loss, tokens = evaluate(model, val_batches, dev, autocast)  # as train.py evaluates
     step = int(state.get("step", 0))
     result = {"step": step, "checkpoint": str(Path(ckpt).resolve()), "val_loss": loss,
               "val_ppl": math.exp(min(loss, 50)), "val_tokens": tokens, "val_sequences":
