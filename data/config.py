@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Optional
 
-from configs import check_range, is_int
+from configs import check_range
 
 
 @dataclass

@@ -1,10 +1,9 @@
 """The `mols` section of a run config (plain settings; this package imports nothing of the project)."""
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from typing import Literal, Optional
-
-import difflib
 
 from mols.groups import GROUPINGS, grouping_classes, reference_problem
 

@@ -3,9 +3,9 @@
 alpha_m = sqrt(SNR_ref / SNR_m), estimated once (by default at 1% of training), ramped linearly
 from 1 to alpha over the rest of warm-up, then fixed. No floor by default (the paper's rule: a
 module above the reference gets alpha < 1); `min_alpha=1.0` only boosts. `fixed_multipliers`
-replaces the estimate by hand-set alphas, ramped in the same way (the paper's hand-tuned baseline). The multiplier is applied inside optimizer
-step hooks: before `step()` each group's lr is multiplied by its class's multiplier, after it the
-lr is put back, so any schedule (ours, or a torch LR scheduler) stays in charge of the base lr.
+replaces the estimate by hand-set alphas, ramped in the same way (the paper's hand-tuned
+baseline). The multiplier is applied inside optimizer step hooks: before `step()` each group's
+lr is multiplied by its class's multiplier, after it the lr is put back, so any schedule (ours, or a torch LR scheduler) stays in charge of the base lr.
 Slices of one tensor in different classes (GPT-2's fused QKV) get their *update* scaled instead:
 p_new = p_old + m_slice * (p_stepped - p_old), which for optimizers whose update is linear in the
 learning rate (Adam, AdamW, Muon, LAMB, Lion, ...) equals giving that slice its own lr.

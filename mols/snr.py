@@ -3,8 +3,9 @@
 For one element over K gradient samples: mu = mean, var = unbiased variance, snr = mu^2 / var
 (0 where var == 0, e.g. embedding rows no token hit). A module's SNR is the mean (or median) of
 its elements' SNRs; `zero_variance="exclude"` leaves the var == 0 elements out of it instead
-(the paper does not say; "count", the default, is what mu^2 / (var + eps) computes). Moments are streamed with Welford's update, so K gradients are never held at
-once, and merged across data-parallel ranks with Chan's formula.
+(the paper does not say; "count", the default, is what mu^2 / (var + eps) computes). Moments
+are streamed with Welford's update, so K gradients are never held at once, and merged across
+data-parallel ranks with Chan's formula.
 """
 from __future__ import annotations
 

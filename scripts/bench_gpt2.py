@@ -21,7 +21,6 @@ import math
 import statistics
 import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn as nn

@@ -47,11 +47,7 @@ def find_checkpoint(path: Path) -> Path:
 def load_checkpoint(path: Path) -> tuple[Path, dict]:
     """(the checkpoint file, its contents), with the model weights and config checked to be there."""
     ckpt = find_checkpoint(path)
-    try:
-        state = checkpoint.load(ckpt)
-    except UserError as err:  # its message carries torch.load's whole multi-line explanation
-        reason = str(err).split(": ", 1)[-1].splitlines()[0].split(". ")[0]
-        raise UserError(f"{ckpt}: not a checkpoint of this project (torch.load: {reason})") from None
+    state = checkpoint.load(ckpt)  # a UserError naming the file when it cannot be read
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) \
             or not isinstance(state.get("config"), dict):
         raise UserError(f"{ckpt}: not a training checkpoint of this project (no model weights and config)")

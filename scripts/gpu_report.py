@@ -70,7 +70,7 @@ class Report:
         command = [sys.executable, str(ROOT / "train.py")]
         for config in configs:
             command += ["--config", str(config)]
-        for item in [f"data.source=tokens", f"data.path={self.shards}", f"data.val_path={self.shards}",
+        for item in ["data.source=tokens", f"data.path={self.shards}", f"data.val_path={self.shards}",
                      f"data.tokenizer={self.args.tokenizer}", "data.val_tokens=20000", "run.wandb.mode=disabled",
                      f"run.out_dir={self.out / 'runs'}", f"run.name={name}", f"train.device={self.args.device}",
                      "train.checkpoint_every=0", "train.eval_every=100000", *overrides]:

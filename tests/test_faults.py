@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import train
+from multiprocess_launch import torchrun
 from training.faults import EXIT_NONFINITE, EXIT_PREEMPTED
 from training.records import read_metrics
 
@@ -91,13 +92,6 @@ def test_sigterm_saves_the_step_it_stopped_at_and_resume_is_bit_identical(tmp_pa
     assert a["final_val_loss"] == b["final_val_loss"] and a["tokens_seen"] == b["tokens_seen"]
 
 
-def torchrun(args: list[str], *, max_restarts: int = 0) -> subprocess.Popen:
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               "--max-restarts", str(max_restarts), str(ROOT / "train.py"), *args]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
-
-
 def worker_pids(run_name: str, rank: int | None = None) -> list[int]:
     """PIDs of train.py worker processes of this run (found through their command line and RANK)."""
     pids = []
@@ -119,21 +113,21 @@ def worker_pids(run_name: str, rank: int | None = None) -> list[int]:
 def test_sigterm_to_a_two_rank_run_stops_every_rank_at_the_same_step(tmp_path):
     steps = ["train.steps=30", "train.checkpoint_every=0", "data.packing=false"]
     straight = torchrun(arguments(tmp_path, "straight", *steps))
-    assert straight.wait(timeout=240) == 0, straight.communicate()[1][-3000:]
-    stopped = torchrun(arguments(tmp_path, "stopped", *steps))
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    stopped = torchrun(arguments(tmp_path, "stopped", *steps), wait=False)
     seen = signal_when(stopped, tmp_path / "stopped", at_step=3, target_pid=stopped.pid)  # to torchrun itself
     stopped.communicate(timeout=240)  # torchrun reports the SIGTERM it got; the workers saved and exited
     at = stopped_step(tmp_path / "stopped")
     assert seen + 1 <= at <= seen + 2
     assert [p.name for p in (tmp_path / "stopped" / "checkpoints").glob("*.pt")] == [f"step_{at:07d}.pt"]
     resumed = torchrun(arguments(tmp_path, "stopped", *steps, "run.resume=auto"))
-    assert resumed.wait(timeout=240) == 0, resumed.communicate()[1][-3000:]
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert_same_model(final_model(tmp_path / "straight"), final_model(tmp_path / "stopped"))
 
 
 def test_a_dead_rank_restarts_the_group_which_resumes_from_the_last_checkpoint(tmp_path):
     steps = ["train.steps=30", "train.checkpoint_every=10", "data.packing=false"]
-    process = torchrun(arguments(tmp_path, "restarted", *steps), max_restarts=1)
+    process = torchrun(arguments(tmp_path, "restarted", *steps), max_restarts=1, wait=False)
     deadline = time.time() + 120
     while not (tmp_path / "restarted" / "checkpoints" / "step_0000010.pt").exists():
         assert time.time() < deadline and process.poll() is None, "no checkpoint appeared"
@@ -145,7 +139,7 @@ def test_a_dead_rank_restarts_the_group_which_resumes_from_the_last_checkpoint(t
     assert process.returncode == 0, err[-3000:]
     assert "resuming from step_00000" in out
     straight = torchrun(arguments(tmp_path, "straight", *steps))
-    assert straight.wait(timeout=240) == 0
+    assert straight.returncode == 0, straight.stderr[-3000:]
     assert_same_model(final_model(tmp_path / "straight"), final_model(tmp_path / "restarted"))
 
 

@@ -10,7 +10,6 @@ the logits of one micro-batch (bf16 + an fp32 chunk for the loss).
 """
 from __future__ import annotations
 
-import math
 
 from models import build_model
 from mols import count_by_class
