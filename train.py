@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Pre-train a language model, optionally with MoLS, from a YAML config.
 
     python train.py --config configs/quickstart.yaml [--set optimizer.lr=2.5e-3 ...]
@@ -25,15 +26,15 @@ from configs import UserError
 from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
 from data.cache import write_json_atomic
 from models import loss_sum_and_count, mean_loss, parameter_report
-from mols import MoLS, param_groups
+from mols import MeasurementInterrupted, MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
 from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
 from training.cli import parse_arguments
 from training.config import Config, load_config
-from training.dry_run import plan
+from training.dry_run import check_memory, plan
 from training.evaluation import evaluate, perplexity, to_device
-from training.precision import prepare_model
+from training.precision import prepare_model, resolve_precision
 from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
@@ -66,26 +67,26 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def forward_backward(train_model, micro_batches: list[dict], world_size: int, device, autocast):
-    """Gradients of the global batch's token-mean loss; (summed loss on the device, target tokens).
+    """Gradients of the global batch's token-mean loss; (summed loss, target tokens), both on the device.
 
-    Targets are counted on the host copy of the labels (no device sync). The loss is a
-    token-weighted mean over the whole global batch, so DDP's average over ranks is undone by the
-    world-size factor; gradients are all-reduced on the last micro-batch only (no_sync before)."""
+    Targets are counted on the host copy of the labels and summed over ranks on the device, so
+    nothing here waits for the device. The loss is a token-weighted mean over the whole global
+    batch, so DDP's average over ranks is undone by the world-size factor; gradients are
+    all-reduced on the last micro-batch only (no_sync before). Autocast covers the forward only."""
     local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
-    (global_targets,) = distributed.all_reduce_sum([local_targets], device)
-    divisor = torch.tensor(global_targets, dtype=torch.float32, device=device)
+    global_targets = distributed.all_reduce_tensor(torch.tensor(float(local_targets), device=device))
     loss_total = torch.zeros((), dtype=torch.float64, device=device)
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
-        sync = contextlib.nullcontext() if last or world_size == 1 else train_model.no_sync()
-        with sync, autocast():
-            loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
-            (loss * world_size / divisor).backward()
+        with contextlib.nullcontext() if last or world_size == 1 else train_model.no_sync():
+            with autocast():
+                loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
+            (loss * world_size / global_targets).backward()
         loss_total += loss.detach().double()
     return loss_total, global_targets
 
 
-def run_summary(cfg: Config, state: TrainingState, final_loss: float, device: torch.device) -> dict:
+def run_summary(cfg: Config, state: TrainingState, final_loss: float, speed: Throughput) -> dict:
     summary = {"final_val_loss": final_loss, "final_val_ppl": perplexity(final_loss),
                "steps": cfg.train.steps, "tokens_seen": state.tokens_seen, "wall_time_s": state.seconds(),
                "optimizer": cfg.optimizer.name, "mols": cfg.mols.enabled, "model": cfg.model.size,
@@ -93,8 +94,8 @@ def run_summary(cfg: Config, state: TrainingState, final_loss: float, device: to
     if state.mols is not None and state.mols.calibrations:
         summary["mols_alphas"] = state.mols.calibrations[-1].alphas
         summary["mols_module_snr"] = state.mols.calibrations[-1].module_snr
-    if device.type == "cuda":
-        summary["peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
+    if speed.device.type == "cuda":
+        summary["peak_memory_gib"] = speed.peak_memory_gib
     return summary
 
 
@@ -103,19 +104,20 @@ def train(cfg: Config) -> int:
     t = cfg.train
     procs = distributed.setup(t.device)
     device, is_main = procs.device, procs.is_main
-    if t.threads:
-        torch.set_num_threads(t.threads)
+    torch.set_num_threads(t.threads or distributed.host_threads())
+    if device.type == "cuda" and t.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
     accumulation = t.accumulation(procs.world_size)
     check_wandb(cfg)
     stops = StopRequests()  # from here on a signal stops the run at a step boundary, with a checkpoint
     run_dir = cfg.run.directory
-    resume_from, saved = prepare_run_dir(run_dir, cfg.run.resume, is_main)
+    resume_from, saved = prepare_run_dir(run_dir, cfg.run.resume, is_main, procs.world_size)
     changes = check_resume_config(saved, cfg.to_dict(), resume_from, cfg.run.allow_resume_changes) if saved else []
-    distributed.barrier()
 
     tokenizer = get_tokenizer(cfg.data.tokenizer)
     vocab_size = cfg.model.vocabulary(len(tokenizer))
     vocabulary_note = check_vocabulary(tokenizer, vocab_size)
+    check_memory(cfg, vocab_size, device, resolve_precision(t.precision, device))
     model, precision, autocast = prepare_model(cfg, vocab_size, device)
 
     optimizer = build_optimizer(cfg.optimizer, model, param_groups(model, cfg.mols.grouping))
@@ -135,11 +137,16 @@ def train(cfg: Config) -> int:
     if saved is not None:
         state.restore(saved, procs.rank, resume_from)
         del saved
+        distributed.check_agreement(state.step, "the step they resumed from", procs.world_size)
 
     ddp_model = model  # MoLS estimates through this one: no_sync, parameter names of `model`
     if procs.world_size > 1:
+        # The gradients are the all-reduce buckets (no second copy), zeroed in place between steps
+        # (set_to_none would let no_sync micro-batches allocate fresh ones); the only buffers, RoPE's
+        # frequencies, are the same on every rank: nothing to broadcast before each forward.
         ddp_model = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True)
+            model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+            broadcast_buffers=False)
     train_model = torch.compile(ddp_model) if t.compile else ddp_model
     val_batches = build_val_batches(cfg.data, tokenizer, batch_size=t.eval_batch or t.micro_batch, **stream_args)
 
@@ -174,6 +181,19 @@ def train(cfg: Config) -> int:
         for _ in range(max(2, math.ceil(sequences / (stream.micro_batch * procs.world_size)))):
             yield to_device(stream.next_batch(), device)
 
+    def mols_loss(model_, batch):  # autocast around the forward only, as in training
+        with autocast():
+            return mean_loss(model_, batch)
+
+    def stop(signal_name: str, during: str = "") -> int:
+        save_checkpoint()
+        done = state.step
+        log.log("stopped", done, {"signal": signal_name or "(another rank's)", "checkpoint": f"step_{done:07d}.pt"})
+        log.say(f"stopped by {signal_name or 'a signal to another rank'} {during or f'after update {done}'}: "
+                f"checkpoint saved; continue with --set run.resume=auto (exit code {EXIT_PREEMPTED})")
+        log.finish()
+        return EXIT_PREEMPTED
+
     # -------------------------------------------------------------------------------- the loop
     if state.step == 0:
         run_eval()
@@ -184,18 +204,32 @@ def train(cfg: Config) -> int:
     guard = NonfiniteGuard(t.on_nonfinite, t.max_consecutive_skips)
     while state.step < t.steps:
         step = state.step
-        if mols is not None and mols.calibration_due(step):
-            with autocast():
-                calibration = mols.calibrate(ddp_model, mols_batches(cfg.mols.samples), mean_loss)
-            log.say(calibration.table())
-            log.log("mols_calibration", step, {k: v for k, v in vars(calibration).items() if k != "step"},
-                    console=False)
-            if is_main:
-                write_json_atomic(run_dir / "mols.json", mols.state_dict())
-        if mols is not None and cfg.mols.track_every and step % cfg.mols.track_every == 0:
-            with autocast():
-                measured = mols.measure(ddp_model, mols_batches(cfg.mols.track_samples), mean_loss)
-            log.log("snr", step, {"module_snr": measured.module_snr, "seconds": measured.seconds}, console=False)
+        calibrate = mols is not None and mols.calibration_due(step)
+        track = mols is not None and cfg.mols.track_every and step % cfg.mols.track_every == 0
+        if calibrate or track:
+            # A stop signal ends the extra passes within one gradient sample; their data stream is
+            # put back, so the resumed run measures the same samples as an uninterrupted one would.
+            position = state.streams["mols"].state_dict()
+            try:
+                with speed.paused():
+                    if calibrate:
+                        log.say(f"MoLS calibration at step {step}: {cfg.mols.samples:,} sequences ...")
+                        calibration = mols.calibrate(ddp_model, mols_batches(cfg.mols.samples), mols_loss,
+                                                     should_stop=lambda: stops.agreed(device))
+                        log.say(calibration.table())
+                        log.log("mols_calibration", step,
+                                {k: v for k, v in vars(calibration).items() if k != "step"}, console=False)
+                        if is_main:
+                            write_json_atomic(run_dir / "mols.json", mols.state_dict())
+                    if track:
+                        measured = mols.measure(ddp_model, mols_batches(cfg.mols.track_samples), mols_loss,
+                                                should_stop=lambda: stops.agreed(device))
+                        log.log("snr", step, {"module_snr": measured.module_snr, "seconds": measured.seconds},
+                                console=False)
+            except MeasurementInterrupted:
+                state.streams["mols"].load_state_dict(position)
+                return stop(stops.name, during=f"during the MoLS measurement before update {step + 1} "
+                                               f"(it is redone on resume)")
 
         factor = lr_factor(step, total_steps=t.steps, warmup_steps=cfg.warmup_steps, min_ratio=t.min_lr_ratio)
         for group in optimizer.param_groups:
@@ -224,7 +258,7 @@ def train(cfg: Config) -> int:
             if t.grad_clip > 0:  # with the norm above: exactly torch's clip_grad_norm_
                 torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip, grad_norm)
             optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=procs.world_size == 1)
         if step == segment_start:  # optimizers create their state lazily, on the first step
             log.say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.2f} MiB")
         state.step += 1
@@ -233,7 +267,7 @@ def train(cfg: Config) -> int:
 
         done = state.step
         if done % t.log_every == 0 or done == t.steps:
-            train_loss = float(distributed.all_reduce_tensor(loss_total)) / global_targets
+            train_loss = float(distributed.all_reduce_tensor(loss_total) / global_targets)
             record = {"loss": train_loss, "lr": cfg.optimizer.lr * factor, "tokens": state.tokens_seen,
                       "grad_norm": float(grad_norm), **speed.report()}
             if guard.skipped:
@@ -242,21 +276,19 @@ def train(cfg: Config) -> int:
                 record["mols_multipliers"] = mols.multipliers(step)
             log.log("train", done, record, step_of=t.steps)
         if done % t.eval_every == 0 and done != t.steps:
-            run_eval()
+            with speed.paused():
+                run_eval()
         if done == t.steps:
             break  # the final evaluation and checkpoint follow
-        if (t.checkpoint_every and done % t.checkpoint_every == 0) or stop_requested:
-            save_checkpoint()
         if stop_requested:
-            log.log("stopped", done, {"signal": stops.name or "(another rank's)", "checkpoint": f"step_{done:07d}.pt"})
-            log.say(f"stopped by {stops.name or 'a signal to another rank'} after update {done}: checkpoint saved; "
-                    f"continue with --set run.resume=auto (exit code {EXIT_PREEMPTED})")
-            log.finish()
-            return EXIT_PREEMPTED
+            return stop(stops.name)
+        if t.checkpoint_every and done % t.checkpoint_every == 0:
+            with speed.paused():
+                save_checkpoint()
 
     final_loss = run_eval()
     save_checkpoint()
-    summary = run_summary(cfg, state, final_loss, device)
+    summary = run_summary(cfg, state, final_loss, speed)
     if is_main:
         write_json_atomic(run_dir / "summary.json", summary)
     log.summary(summary)

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The MoLS multipliers of several runs side by side (the paper's Table 13: alphas across sizes).
 
     python scripts/alpha_table.py RUN_DIR [RUN_DIR ...] [--snr]

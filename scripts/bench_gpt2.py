@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """GPT-2 training step: the project's path vs a hand-written nanoGPT-style model vs a bare HF loop.
 
     python scripts/bench_gpt2.py [--rounds 8] [--steps 5] [--threads 2]
@@ -25,6 +26,11 @@ import time
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from models import SIZES, build_model, loss_sum_and_count  # noqa: E402
 

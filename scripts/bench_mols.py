@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """What MoLS costs: one SNR gradient sample vs one training step, and the statistics' memory.
 
     python scripts/bench_mols.py [--size llama_tiny] [--micro-batch 16] [--seq-len 128] [--steps 10]
@@ -15,6 +16,11 @@ import sys
 import time
 
 import torch
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from models import SIZES, build_model  # noqa: E402
 from mols import param_groups  # noqa: E402

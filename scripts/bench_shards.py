@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Resume cost of the token-shard reader: time to the first document at an early cursor vs a late one.
 
     python scripts/bench_shards.py [--synthetic-docs 20000000] [--repeats 7] [--dir /tmp/bench_shards]
@@ -24,6 +25,11 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from data.cache import write_json_atomic  # noqa: E402
 from data.sequences import Cursor  # noqa: E402

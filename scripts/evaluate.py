@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Evaluate a run's checkpoint on its validation set, exactly as training evaluates, and nothing else.
 
     scripts/evaluate.py runs/quickstart                       # the latest checkpoint
@@ -21,6 +22,11 @@ import time
 from pathlib import Path
 
 import torch
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from configs import UserError
 from data.cache import write_json_atomic

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Export a run (its latest checkpoint) or one checkpoint as a Hugging Face model directory.
 
     scripts/export_hf.py runs/quickstart exported/quickstart
@@ -26,6 +27,11 @@ import warnings
 from pathlib import Path
 
 import torch
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from configs import UserError
 from training import checkpoint

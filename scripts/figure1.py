@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figure 1: module SNRs over training, LLaMA 60M-350M with plain Adam on C4 (MoLS measures only:
 fixed multipliers 1, SNRs every 100 steps from 512 extra sequences). 3 jobs, seed 0.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figure 2: validation perplexity on OpenWebText, LLaMA 60M-350M: Adam, NAdam, LAMB, Muon and
 Adam+MoLS at the C4 learning rates (Table 8). 15 jobs, seed 0.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figure 3: hand-tuned module learning rates against MoLS at LLaMA-130M (final validation loss):
 lr_base {1e-3, 2.5e-3} x alpha_MLP {1, 2} x alpha_others (embedding, head) {1, 2, 4}, set with
 mols.fixed_multipliers and ramped in over warm-up like MoLS's alphas, plus Adam+MoLS. 13 jobs.

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figure 4: LLaMA-130M with sequence length 1024 on C4 (everything else as the 256-token runs):
 Adam, NAdam, LAMB, Muon, Adam+MoLS. 5 jobs, seed 0.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figure 5: LLaMA-130M for 100K steps (5x Chinchilla tokens) on C4: Adam, NAdam, LAMB, Muon,
 Adam+MoLS. 5 jobs, seed 0.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Figure 7: module SNRs over training beyond LLaMA on C4: LLaMA-60M on OpenWebText and GPT2-125M on
 C4 (its head is tied to the embedding: one class), plain Adam with SNR tracking. 2 jobs, seed 0.
 

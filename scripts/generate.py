@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Sample text from a trained model: a run directory (its latest checkpoint), a checkpoint file, or a
 directory written by scripts/export_hf.py. Uses transformers' `generate`.
 
@@ -16,6 +17,11 @@ import sys
 from pathlib import Path
 
 import torch
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from configs import UserError
 

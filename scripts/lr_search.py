@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The paper's learning-rate search: every cell of a paper table at each rate of {1e-4, 2.5e-4,
 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2}, seed 0. --table 1 (default): Table 1's LLaMA 60M-1.3B cells
 (252 jobs); --table 3: LLaMA 3B/7B (70 jobs, two nodes each); --table 6: GPT-2 125M/355M and

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Packed batches in order vs shuffled within windows: validation loss over seeds, side by side.
 
     python scripts/packing_gain.py [--seeds 0,1,2] [--set train.steps=250 ...]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Bars of one row per setting, ours beside the paper's: Table 7 (groupings, final loss), Table 12
 (estimation samples: final PPL and the estimate's minutes), Figure 3 (hand-tuned module learning
 rates vs MoLS, final loss; the paper's best hand-tuned value as a line).

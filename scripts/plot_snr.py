@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Module SNR over training (the paper's Figure 1) from runs with `mols.track_every > 0`.
 
     python scripts/plot_snr.py RUN_DIR [RUN_DIR ...] [--out snr.png]
@@ -15,6 +16,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from training.records import read_metrics  # noqa: E402
 

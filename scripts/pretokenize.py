@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Tokenize a corpus once into token shards (read back by data/shards.py).
 
     python scripts/pretokenize.py --source embedded --split train --tokenizer embedded-8k --out shards/emb-train
@@ -29,6 +30,11 @@ from pathlib import Path
 from typing import Iterator
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 from data.cache import write_json_atomic  # noqa: E402
 from data.shards import (FORMAT_VERSION, MANIFEST, PLAN, read_manifest, shard_done,  # noqa: E402

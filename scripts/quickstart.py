@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """The README's main job: the quickstart config with AdamW and with AdamW+MoLS, side by side.
 
     python scripts/quickstart.py [--set train.steps=100 ...]

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Tables and curves from run directories, with the paper's numbers beside ours.
 
     scripts/results.py runs/paper/table1 --table 1                     # Markdown, paper layout
@@ -33,6 +34,11 @@ from pathlib import Path
 from typing import Optional
 
 import yaml
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper"

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Expand a grid of training runs into jobs and run them locally or as a Slurm job array.
 
 A grid is models x methods (x MoLS off/on) x learning rates x seeds. Every cell becomes one job:
@@ -43,6 +44,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper"

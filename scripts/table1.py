@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 1: LLaMA 60M-1.3B on C4, final validation perplexity. Nine rows (Adam, NAdam, LAMB, Muon,
 Adam+MoLS, Adam-mini, GaLore, APOLLO, Adam-mini+MoLS) x four sizes x seeds 0-2, at the paper's
 learning rates (Tables 8/9): 108 jobs on one 8-GPU node each.

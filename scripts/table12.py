@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 12: SNR estimation samples at LLaMA-130M (Adam+MoLS), 2,048 to 32,768 sequences: final
 validation perplexity and the estimate's time (the run's mols_calibration `seconds`). 5 jobs, seed 0.
 

@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 13: the MoLS multipliers across model sizes. The alphas are the first calibration of each
 Adam+MoLS run: this preset runs Table 1's Adam+MoLS cells (60M-1.3B, seed 0); 3B/7B come from
 Table 3's 8-bit Adam+MoLS runs (scripts/table3.py, two nodes).

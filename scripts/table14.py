@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 14: the extra baselines of the appendix at LLaMA 60M-1.3B: Lion and Adafactor (SOAP once
 optimizers/ has it), over the paper's learning-rate grid since the paper gives no rates for them
 (56 jobs, seed 0). The other rows are Table 1's runs; SGG's numbers are copied by the paper.

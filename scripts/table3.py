@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 3: LLaMA 3B/7B on C4, validation perplexity at 30K-150K steps. 8-bit Adam, Muon, GaLore,
 APOLLO and 8-bit Adam+MoLS, gradient checkpointing, seed 0: 10 jobs on two 8-GPU nodes each.
 

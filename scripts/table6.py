@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 6: GPT-2 125M/355M and Qwen2.5 350M on C4, final validation perplexity. Adam, NAdam, LAMB,
 Muon and Adam+MoLS, seed 0: 15 jobs. The paper gives no learning rates for these models;
 learning_rates.yaml uses the nearest LLaMA size's.

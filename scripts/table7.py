@@ -1,3 +1,4 @@
+#!/usr/bin/env python3
 """Table 7: the grouping ablation at LLaMA-130M on C4 (final validation loss). Adam, and Adam+MoLS
 with the groupings {attn, mlp} (reference attn), {attn, mlp, emb} (reference attn), {qk, vo, mlp,
 emb} (reference vo) and the full {qk, vo, mlp, emb, head}: 5 jobs, seed 0.
