@@ -12,8 +12,8 @@ into learning-rate multipliers and applies them through optimizer step hooks.
 """
 from mols.groups import CLASSES, GROUPINGS, Segment, classify, count_by_class, param_groups
 from mols.scaling import Calibration, MoLS, compute_alphas, resolve_reference
-from mols.snr import GradientMoments, SNRMeasurement, measure_module_snr
+from mols.snr import GradientMoments, MeasurementInterrupted, SNRMeasurement, measure_module_snr
 
 __all__ = ["CLASSES", "GROUPINGS", "Segment", "classify", "count_by_class", "param_groups",
            "Calibration", "MoLS", "compute_alphas", "resolve_reference",
-           "GradientMoments", "SNRMeasurement", "measure_module_snr"]
+           "GradientMoments", "MeasurementInterrupted", "SNRMeasurement", "measure_module_snr"]

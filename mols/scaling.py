@@ -216,17 +216,19 @@ class MoLS:
         classes = sorted({s.module_class for s in self.segments} - set(UNSCALED))
         return {c: self.multiplier(c, step) for c in classes}
 
-    def measure(self, model: torch.nn.Module, batches: Iterable[dict],
-                loss_fn: Callable = default_loss) -> SNRMeasurement:
+    def measure(self, model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callable = default_loss,
+                should_stop: Optional[Callable[[], bool]] = None) -> SNRMeasurement:
         """Module SNRs now, without changing anything (for SNR tracking over training)."""
         return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn, stats_device=self.stats_device,
-                                  estimator=self.estimator, zero_variance=self.zero_variance)
+                                  estimator=self.estimator, zero_variance=self.zero_variance,
+                                  should_stop=should_stop)
 
-    def calibrate(self, model: torch.nn.Module, batches: Iterable[dict],
-                  loss_fn: Callable = default_loss) -> Calibration:
+    def calibrate(self, model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callable = default_loss,
+                  should_stop: Optional[Callable[[], bool]] = None) -> Calibration:
         """Estimate module SNRs now and start ramping towards the new alphas. With
         `fixed_multipliers` nothing is measured (`batches` is not touched) and the hand-set
-        alphas ramp in instead."""
+        alphas ramp in instead. `should_stop` (asked after every gradient sample) ends it early
+        with mols.snr.MeasurementInterrupted, leaving MoLS as it was."""
         step = self.step
         if self.fixed_multipliers is not None:
             classes = sorted({s.module_class for s in self.segments} - set(UNSCALED))
@@ -234,7 +236,7 @@ class MoLS:
                                      if c == k or c.endswith("." + k)), 1.0)) for c in classes}
             result, ref = SNRMeasurement({}, 0, 0, 0.0), FIXED
         else:
-            result = self.measure(model, batches, loss_fn)
+            result = self.measure(model, batches, loss_fn, should_stop)
             alphas, ref = compute_alphas(result.module_snr, self.reference, self.min_alpha, self.max_alpha)
         if self.calibrations:  # re-estimation: from the current multipliers, over a fixed window
             end = step + self.reestimate_ramp_steps

@@ -113,6 +113,14 @@ class GradientMoments:
         return result, {cls: z / n if n else 0.0 for cls, (z, n) in zero.items()}
 
 
+class MeasurementInterrupted(Exception):
+    """`should_stop` answered True between two gradient samples: nothing was estimated or changed."""
+
+    def __init__(self, samples_done: int):
+        super().__init__(f"SNR measurement interrupted after {samples_done} gradient samples")
+        self.samples_done = samples_done
+
+
 @dataclass
 class SNRMeasurement:
     module_snr: dict[str, float]
@@ -129,12 +137,15 @@ def default_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments: list[Segment], *,
                        loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] = default_loss,
                        stats_device: str | torch.device = "cpu", estimator: str = "mean",
-                       zero_variance: str = "count") -> SNRMeasurement:
+                       zero_variance: str = "count",
+                       should_stop: Callable[[], bool] | None = None) -> SNRMeasurement:
     """Module SNRs from one gradient sample per batch (extra forward/backward passes).
 
     `model` may be wrapped in DistributedDataParallel: backward then runs under `no_sync`, so each
     rank sees its own gradients, and the moments are merged across ranks once at the end. The
     model's parameters and any gradients it held are left as they were; no optimizer is involved.
+    `should_stop` is asked after every sample (under DDP it must give every rank the same answer);
+    when it says True the measurement ends at once with MeasurementInterrupted.
     """
     start = time.perf_counter()
     inner = getattr(model, "module", model)
@@ -151,6 +162,8 @@ def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments
                 loss_fn(model, batch).backward()
             moments.add_current_grads()
             sequences += int(next(iter(batch.values())).shape[0])
+            if should_stop is not None and should_stop():
+                raise MeasurementInterrupted(moments.count)
     finally:
         for n, p in params.items():
             p.grad = saved_grads[n]

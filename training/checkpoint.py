@@ -1,13 +1,17 @@
 """Full training state on disk: written atomically, read back with safe (weights-only) loading.
 
 A checkpoint is one file `checkpoints/step_<7-digit step>.pt`, written to a temporary name and renamed,
-so a run killed mid-save leaves the previous checkpoint intact; `latest` is found by listing.
+so a run killed mid-save leaves the previous checkpoint intact (and its partial temporary file is
+removed when the run starts again); `latest` is found by listing. Reading maps the file into
+memory instead of copying it (a 7B checkpoint is ~80 GB with its optimizer state).
 """
 from __future__ import annotations
 
+import errno
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import torch
@@ -16,6 +20,14 @@ from configs import UserError
 from data.cache import atomic_path
 
 _NAME = re.compile(r"step_(\d+)\.pt$")
+_PARTIAL = ".step_*.pt.*.tmp"  # data.cache.atomic_path's temporary name for step_N.pt
+GIB = 2**30
+
+
+class StorageError(UserError):
+    """A checkpoint could not be written (a full disk, a quota): said in one message, exit code 74."""
+
+    exit_code = 74  # EX_IOERR
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -30,11 +42,60 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def remove_partial_saves(directory: Path) -> list[str]:
+    """Delete the temporary files of saves that were killed before their rename; their descriptions."""
+    removed = []
+    for partial in sorted(directory.glob(_PARTIAL)) if directory.is_dir() else []:
+        size = partial.stat().st_size
+        partial.unlink(missing_ok=True)
+        removed.append(f"{partial.name} ({size / GIB:.2f} GiB)")
+    return removed
+
+
+def tensor_bytes(tree) -> int:
+    """Bytes of every tensor in a nested dict/list: about what torch.save writes."""
+    if isinstance(tree, torch.Tensor):
+        return tree.numel() * tree.element_size()
+    if isinstance(tree, dict):
+        return sum(tensor_bytes(v) for v in tree.values())
+    if isinstance(tree, (list, tuple)):
+        return sum(tensor_bytes(v) for v in tree)
+    return 0
+
+
+def _disk_full(err: BaseException) -> bool:
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+    text = str(err)  # torch's zip writer reports a short write as a C++ enforce failure
+    return "unexpected pos" in text or "No space left" in text or "file write failed" in text
+
+
 def save_atomically(state: dict, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-        with open(tmp, "rb") as handle:  # on disk before the rename makes it the latest
-            os.fsync(handle.fileno())
+    """Write `state` to `path` via a temporary file; a full disk is a StorageError naming the space
+    needed, what was free and the last good checkpoint (which stays as it was)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = tensor_bytes(state)
+
+    def full_disk(free: int) -> StorageError:
+        last = latest_checkpoint(path.parent)
+        return StorageError(f"cannot write checkpoint {path.name}: it needs about {needed / GIB:.2f} GiB and "
+                            f"{path.parent} has {free / GIB:.2f} GiB free; the last good checkpoint is "
+                            f"{last if last else '(none yet)'}. Free space (or lower train.keep_checkpoints) "
+                            f"and resume with --set run.resume=auto")
+
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        raise full_disk(free)
+    try:
+        with atomic_path(path) as tmp:
+            torch.save(state, tmp)
+            with open(tmp, "rb") as handle:  # on disk before the rename makes it the latest
+                os.fsync(handle.fileno())
+    except (OSError, RuntimeError) as err:
+        if _disk_full(err):
+            raise full_disk(shutil.disk_usage(path.parent).free) from None
+        raise
 
 
 def prune(directory: Path, keep: int) -> None:
@@ -43,8 +104,9 @@ def prune(directory: Path, keep: int) -> None:
 
 
 def load(path: Path) -> dict:
+    """The checkpoint's contents, memory-mapped (tensors are read from the file as they are used)."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a truncated or foreign file: say which, without a traceback
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]  # torch adds paragraphs of advice
         raise UserError(f"cannot read checkpoint {path}: {reason}") from None

@@ -71,6 +71,8 @@ class TrainConfig:
     compile: bool = False
     threads: Optional[int] = None        # torch CPU threads per rank
     peak_tflops: Optional[float] = None  # the device's peak bf16 TFLOP/s for MFU (default: training/throughput.py's table)
+    tf32: bool = True                    # fp32 matrix multiplies on CUDA use TF32 tensor cores; false: exact fp32
+    check_memory: bool = True            # refuse to start a run whose estimated memory exceeds the device's
     on_nonfinite: Literal["stop", "skip"] = "stop"  # a NaN/inf loss or gradient norm never reaches the weights
     max_consecutive_skips: int = 10      # on_nonfinite: skip stops the run after this many skips in a row
 

@@ -45,10 +45,26 @@ def setup(device_preference: str = "auto") -> Processes:
             store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
                                   is_master=False, timeout=timedelta(minutes=10))
             dist.init_process_group(backend, store=dist.PrefixStore(f"/mols/restart_{restart}", store),
-                                    rank=rank, world_size=world_size)
+                                    rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
         else:
-            dist.init_process_group(backend=backend)
+            dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
     return Processes(rank, world_size, local_rank, device)
+
+
+# How long a collective waits for the slowest rank before the run is declared hung. NCCL's default
+# (10 min) is shorter than rank 0 writing a 7B checkpoint (~80 GB) to a network filesystem while
+# the other ranks wait in the barrier after it.
+COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+
+
+def host_threads(local_world_size: int | None = None) -> int:
+    """CPU threads one rank may use: the cores this process may run on, shared by the node's ranks.
+
+    torchrun sets OMP_NUM_THREADS=1, which leaves host-side work (model set-up, MoLS statistics
+    on the CPU) on one core while the node's other cores idle."""
+    local = local_world_size or int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, cores // max(local, 1))
 
 
 def teardown() -> None:
@@ -78,6 +94,34 @@ def gather_objects(obj, world_size: int) -> list:
     out = [None] * world_size
     dist.all_gather_object(out, obj)
     return out
+
+
+def broadcast_object(obj, source: int = 0):
+    """Rank `source`'s `obj` (a small picklable value), on every rank."""
+    if not dist.is_initialized():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=source)
+    return box[0]
+
+
+def raise_if_any(error: "UserError | None", world_size: int) -> None:
+    """Collective: every rank raises the first rank's UserError if any rank has one, so no rank is
+    left waiting in a collective for a rank that stopped."""
+    errors = gather_objects(None if error is None else (type(error), str(error)), world_size)
+    for rank, found in enumerate(errors):
+        if found is not None:
+            kind, message = found
+            raise kind(message if world_size == 1 else f"{message} (rank {rank})")
+
+
+def check_agreement(value, what: str, world_size: int) -> None:
+    """Collective: a UserError on every rank when the ranks hold different `value`s of `what`."""
+    values = gather_objects(value, world_size)
+    if len(set(map(repr, values))) > 1:
+        listed = ", ".join(f"rank {rank}: {v}" for rank, v in enumerate(values))
+        raise UserError(f"the ranks disagree on {what} ({listed}): do all nodes see the same run directory? "
+                        f"(a node-local or stale copy of checkpoints/ can cause this)")
 
 
 def barrier() -> None:

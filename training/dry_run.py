@@ -6,11 +6,18 @@ weights and gradients (fp32 under bf16-mixed, bf16 under bf16-pure), the optimiz
 method, and activations: with sdpa (flash) attention about 34 bytes x hidden per token per layer
 in bf16 (Korthikanti et al. 2022, without the attention-score term), or, with gradient
 checkpointing, each layer's input (2 bytes x hidden per token) plus one layer's activations; and
-the logits of one micro-batch (bf16 + an fp32 chunk for the loss).
+the logits of one micro-batch (bf16 + an fp32 chunk for the loss); under bf16 autocast, the bf16
+copies of the weights that the backward keeps. train.py runs `check_memory` before it builds a model.
 """
 from __future__ import annotations
 
+import os
+import re
+from pathlib import Path
 
+import torch
+
+from configs import UserError
 from models import build_model
 from mols import count_by_class
 
@@ -49,28 +56,88 @@ def _tokenizer_size(spec: str) -> int:
     return 32100
 
 
-def plan(cfg, world_size: int, gpus_per_node: int) -> str:
+def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
+    """Bytes per device, by part, for a model built on the meta device; `precision` resolved
+    (bf16-mixed, bf16-pure or fp32). Under DDP the gradients are the all-reduce buckets themselves
+    (gradient_as_bucket_view, and zeroed in place between steps), so they are counted once."""
     t, d = cfg.train, cfg.data
-    vocab = cfg.model.vocabulary(_tokenizer_size(d.tokenizer))
-    model = build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
-                        overrides=cfg.model.overrides, device="meta")
     counts = count_by_class(model, cfg.mols.grouping)
     n = sum(counts.values())
     config = model.config
     layers = getattr(config, "num_hidden_layers", None) or config.n_layer
     hidden = getattr(config, "hidden_size", None) or config.n_embd
-    accumulation = t.accumulation(world_size)
-    precision = t.precision if t.precision != "auto" else "bf16-mixed (on GPU)"
     weight_bytes = 2 if precision == "bf16-pure" else 4
+    activation_scale = 2 if precision == "fp32" else 1  # the per-token figures below are bf16's
     tokens = t.micro_batch * d.seq_len
     if cfg.model.gradient_checkpointing:
         activations = layers * tokens * hidden * 2 + tokens * hidden * 34
     else:
         activations = layers * tokens * hidden * 34
-    logits = tokens * vocab * 2 + min(tokens, 8192) * vocab * 4
     memory = {"weights": weight_bytes * n, "gradients": weight_bytes * n,
               "optimizer state": _optimizer_state_bytes(cfg, model, counts),
-              "activations": activations, "logits": logits}
+              "activations": activations * activation_scale,
+              "logits": tokens * vocab * (2 if precision != "fp32" else 4) + min(tokens, 8192) * vocab * 4}
+    if precision == "bf16-mixed":  # autocast's bf16 copies of the weights, kept for the backward
+        head = vocab * hidden
+        memory["bf16 weight copies"] = 2 * (head + n / layers if cfg.model.gradient_checkpointing else n)
+    if cfg.mols.enabled and cfg.mols.stats_device != "cpu":
+        memory["MoLS statistics"] = 8 * n
+    return memory
+
+
+def build_meta_model(cfg, vocab: int):
+    return build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
+                       overrides=cfg.model.overrides, device="meta")
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes this rank may use: free memory of its GPU; on a CPU the host's available memory (the
+    cgroup's limit where lower) shared by the node's ranks. None where it cannot be read."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    if device.type != "cpu":
+        return None
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        available = int(re.search(r"MemAvailable:\s+(\d+) kB", meminfo).group(1)) * 1024
+    except (OSError, AttributeError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        used = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        if limit != "max":
+            available = min(available, int(limit) - used)
+    except (OSError, ValueError):
+        pass
+    return available // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+
+
+def check_memory(cfg, vocab: int, device: torch.device, precision: str) -> None:
+    """A UserError, before anything is built, when the estimate exceeds what this rank may use."""
+    available = available_memory(device)
+    if not cfg.train.check_memory or available is None:
+        return
+    memory = memory_estimate(cfg, build_meta_model(cfg, vocab), vocab, precision)
+    needed = sum(memory.values())
+    if needed <= available:
+        return
+    parts = ", ".join(f"{part} {value / GIB:,.1f}" for part, value in memory.items())
+    where = "GPU" if device.type == "cuda" else "rank (host memory)"
+    raise UserError(f"{cfg.model.size} with {cfg.optimizer.name} ({precision}) needs an estimated "
+                    f"{needed / GIB:,.1f} GiB per {where} ({parts} GiB) but {available / GIB:,.1f} GiB are "
+                    f"available: lower train.micro_batch, turn on model.gradient_checkpointing, use an 8-bit "
+                    f"or low-rank optimizer or more GPUs, or --set train.check_memory=false to try anyway")
+
+
+def plan(cfg, world_size: int, gpus_per_node: int) -> str:
+    t, d = cfg.train, cfg.data
+    vocab = cfg.model.vocabulary(_tokenizer_size(d.tokenizer))
+    model = build_meta_model(cfg, vocab)
+    counts = count_by_class(model, cfg.mols.grouping)
+    n = sum(counts.values())
+    accumulation = t.accumulation(world_size)
+    precision = t.precision if t.precision != "auto" else "bf16-mixed"
+    memory = memory_estimate(cfg, model, vocab, precision)
     per_gpu = sum(memory.values())
     mols_host = 8 * n * min(world_size, gpus_per_node) if cfg.mols.enabled and cfg.mols.stats_device == "cpu" else 0
     lines = [f"dry run: {cfg.model.size} with {cfg.optimizer.name}{' + MoLS' if cfg.mols.enabled else ''} "
@@ -80,12 +147,13 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
     lines += [f"tokens per step: {t.global_batch * d.seq_len:,} = {t.global_batch} sequences x {d.seq_len} "
               f"({world_size} ranks x {t.micro_batch} micro-batch x {accumulation} accumulation)",
               f"steps: {t.steps:,} (warm-up {cfg.warmup_steps:,}); tokens: {t.steps * t.global_batch * d.seq_len:,}",
-              f"estimated memory per GPU ({precision}{', gradient checkpointing' if cfg.model.gradient_checkpointing else ''}):"
+              f"estimated memory per GPU ({precision}{' on GPU' if t.precision == 'auto' else ''}"
+              f"{', gradient checkpointing' if cfg.model.gradient_checkpointing else ''}"
+              f"{', DDP: the gradients are its all-reduce buckets' if world_size > 1 else ''}):"
               f" {per_gpu / GIB:,.1f} GiB"]
-    lines += [f"  {part:<16} {value / GIB:>8,.2f} GiB" for part, value in memory.items()]
+    lines += [f"  {part:<18} {value / GIB:>8,.2f} GiB" for part, value in memory.items()]
     if cfg.mols.enabled:
         lines.append(f"MoLS: {cfg.mols.samples:,} estimation samples at step {cfg.mols_estimate_step:,}; "
                      + (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB (two fp32 copies "
-                        f"of the parameters per rank)" if mols_host else "statistics on the GPU: "
-                        f"{8 * n / GIB:,.1f} GiB more per GPU"))
+                        f"of the parameters per rank)" if mols_host else "statistics on the GPU (counted above)"))
     return "\n".join(lines)

@@ -5,6 +5,8 @@ Exit codes of train.py (also in the README):
     2   bad input (config, file, flag, resume mismatch): a message, no traceback
     65  stopped on a non-finite loss or gradient (on_nonfinite: stop, or too many skips);
         the last good checkpoint is kept
+    74  a checkpoint could not be written (a full disk): the message names the space needed and
+        the last good checkpoint, which is kept
     75  stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) after saving a checkpoint at the
         step it stopped at: `--set run.resume=auto` continues exactly (EX_TEMPFAIL: try again)
     other non-zero: an internal error, with its traceback
@@ -51,6 +53,11 @@ class StopRequests:
                              nonfinite_loss.to(device=device, dtype=torch.float32)])
         flags = distributed.all_reduce_tensor(flags).tolist()
         return flags[0] > 0, flags[1] > 0
+
+    def agreed(self, device: torch.device) -> bool:
+        """Collective: whether any rank was signalled (checked between MoLS gradient samples)."""
+        flag = torch.tensor([float(self.received is not None)], device=device)
+        return bool(distributed.all_reduce_tensor(flag).item() > 0)
 
     @property
     def name(self) -> str:

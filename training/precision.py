@@ -1,7 +1,8 @@
 """The model a run trains or evaluates: built from its config, on its device, in its precision.
 
 precision `auto` is bf16 autocast over fp32 weights on a GPU (bf16-mixed) and fp32 on a CPU;
-`bf16-pure` casts the weights themselves (the reference harness).
+`bf16-pure` casts the weights themselves (the reference harness), never the buffers: RoPE's
+inverse frequencies stay fp32, as a model exported and reloaded would have them.
 """
 from __future__ import annotations
 
@@ -10,21 +11,35 @@ import contextlib
 import torch
 
 from models import build_model
+from training.compat import enable_activation_checkpointing
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision == "auto":
+        return "bf16-mixed" if device.type == "cuda" else "fp32"
+    return precision
+
+
+def cast_parameters(model: torch.nn.Module, dtype: torch.dtype) -> None:
+    """Cast the parameters in place (tied ones stay one tensor); buffers keep their dtype."""
+    for param in model.parameters():
+        param.data = param.data.to(dtype)
 
 
 def prepare_model(cfg, vocab_size: int, device: torch.device):
-    """The model on its device in its precision, and the autocast context the steps run under."""
+    """The model on its device in its precision, and the autocast context the forward passes run under.
+
+    Built directly on the device (torch's default device during construction), so a GPU rank
+    never holds a copy on the host: on a CPU the weights are today's for a given seed; on a GPU
+    they come from the GPU's generator (the same on every rank)."""
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
-                        overrides=cfg.model.overrides)
-    precision = cfg.train.precision
-    if precision == "auto":
-        precision = "bf16-mixed" if device.type == "cuda" else "fp32"
+                        overrides=cfg.model.overrides, device=device)
+    precision = resolve_precision(cfg.train.precision, device)
     if precision == "bf16-pure":
-        model.to(torch.bfloat16)
-    model.to(device)
+        cast_parameters(model, torch.bfloat16)
     if cfg.model.gradient_checkpointing:
-        model.activation_checkpointing_enable()  # transformers 5's name for gradient checkpointing
+        enable_activation_checkpointing(model)
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
                 else contextlib.nullcontext)
     return model, precision, autocast

@@ -17,7 +17,7 @@ import yaml
 
 from configs import UserError
 from data.cache import write_json_atomic, write_text_atomic
-from training import checkpoint
+from training import checkpoint, distributed
 
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "bitsandbytes", "galore-torch",
             "apollo-torch", "adam-mini", "pytorch-optimizer", "wandb", "numpy")
@@ -74,39 +74,62 @@ def save_run_records(cfg, run_dir: Path, world_size: int, device: torch.device, 
     write_json_atomic(run_dir / f"environment{suffix}.json", environment(world_size, device))
 
 
-def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool) -> tuple[Path | None, dict | None]:
+def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool,
+                    world_size: int = 1) -> tuple[Path | None, dict | None]:
     """Create the run directory; the checkpoint to resume from and its contents (None, None: fresh).
 
-    A directory that already holds a run is never overwritten: resume it or pick another name.
-    `resume: auto` skips (and names) a latest checkpoint that cannot be read and takes the one
-    before; an explicit checkpoint that cannot be read is a UserError naming it. A group that
-    torchrun restarted after a rank died resumes as with `auto`."""
+    Collective. Rank 0 alone decides which checkpoint the run resumes from (so ranks cannot pick
+    different ones from differently cached listings) and every rank loads that file; a problem on
+    any rank is raised on every rank. A directory that already holds a run is never overwritten:
+    resume it or pick another name. `resume: auto` skips (and names) a latest checkpoint that
+    cannot be read and takes the one before; an explicit checkpoint that cannot be read is a
+    UserError naming it. A group that torchrun restarted after a rank died resumes as with `auto`.
+    Partial files of a save that was killed are removed."""
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume = "auto"
+    path, saved, error = None, None, None
+    if is_main:
+        try:
+            path, saved = _choose_checkpoint(run_dir, resume)
+            for partial in checkpoint.remove_partial_saves(run_dir / "checkpoints"):
+                print(f"removed the partial file of a checkpoint save that was killed: {partial}", flush=True)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        except UserError as err:
+            error = err
+    distributed.raise_if_any(error, world_size)
+    chosen = distributed.broadcast_object(None if path is None else str(path))
+    if chosen is not None and not is_main:
+        path = Path(chosen)
+        try:
+            saved = checkpoint.load(path)
+        except UserError as err:
+            error = err
+    if chosen is not None:
+        distributed.raise_if_any(error, world_size)
+    return path, saved
+
+
+def _choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, dict | None]:
     ckpt_dir = run_dir / "checkpoints"
-    found: tuple[Path | None, dict | None] = (None, None)
     if resume == "auto":
         for path in reversed(checkpoint.list_checkpoints(ckpt_dir)):
             try:
-                found = (path, checkpoint.load(path))
-                break
+                return path, checkpoint.load(path)
             except UserError as err:
-                if is_main:
-                    print(f"warning: skipping unreadable checkpoint {path.name} ({err}); trying the one before",
-                          flush=True)
-    elif resume:
+                print(f"warning: skipping unreadable checkpoint {path.name} ({err}); trying the one before",
+                      flush=True)
+        return None, None
+    if resume:
         path = Path(resume)
         if path.is_dir():
             path = checkpoint.latest_checkpoint(path / "checkpoints")
             if path is None:
                 raise UserError(f"run.resume: no checkpoint found in {resume}")
-        found = (path, checkpoint.load(path))
-    elif checkpoint.list_checkpoints(ckpt_dir) or (run_dir / "summary.json").exists():
+        return path, checkpoint.load(path)
+    if checkpoint.list_checkpoints(ckpt_dir) or (run_dir / "summary.json").exists():
         raise UserError(f"run directory {run_dir} already holds a run; continue it with "
                         f"--set run.resume=auto, or pick another run.name")
-    if is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    return found
+    return None, None
 
 
 WANDB_MODES = ("disabled", "offline", "online")

@@ -41,18 +41,23 @@ class TrainingState:
         return self.elapsed_before + time.time() - self.started
 
     def save(self, path: Path, config: dict, world_size: int, is_main: bool) -> None:
-        """Collective: every rank contributes its data positions and RNG; rank 0 writes the file."""
+        """Collective: every rank contributes its data positions and RNG; rank 0 writes the file. A
+        failed write (a full disk) is a StorageError on every rank, and the earlier checkpoints stay."""
         mine = {"data": {role: s.state_dict() for role, s in self.streams.items()},
                 "rng": checkpoint.rng_state()}
         ranks = distributed.gather_objects(mine, world_size)
+        error = None
         if is_main:
-            checkpoint.save_atomically({
-                "format": FORMAT, "step": self.step, "tokens_seen": self.tokens_seen,
-                "elapsed": self.seconds(), "model": self.model.state_dict(),
-                "optimizer": export_state(self.optimizer),
-                "mols": None if self.mols is None else self.mols.state_dict(),
-                "ranks": ranks, "config": config}, path)
-        distributed.barrier()
+            try:
+                checkpoint.save_atomically({
+                    "format": FORMAT, "step": self.step, "tokens_seen": self.tokens_seen,
+                    "elapsed": self.seconds(), "model": self.model.state_dict(),
+                    "optimizer": export_state(self.optimizer),
+                    "mols": None if self.mols is None else self.mols.state_dict(),
+                    "ranks": ranks, "config": config}, path)
+            except checkpoint.StorageError as err:
+                error = err
+        distributed.raise_if_any(error, world_size)  # also the barrier: no rank runs ahead of the save
 
     def restore(self, saved: dict, rank: int, path: Path) -> None:
         """Load a checkpoint written by `save` (or by the format-1 trainer) into this state."""
@@ -85,7 +90,8 @@ def _ranks(saved: dict) -> list[dict]:
 # workers, threads, compile, and where the run lives. Anything else changes what is trained.
 RESUME_MAY_CHANGE = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
                      "train.peak_tflops", "train.log_every", "train.eval_every", "train.eval_batch", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.compile", "train.threads", "data.num_workers")
+                     "train.keep_checkpoints", "train.compile", "train.threads", "train.check_memory",
+                     "data.num_workers")
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -1,0 +1,65 @@
+"""Where the supported versions differ (torch 2.11-2.13, transformers 5.17-5.23): one function each.
+
+Every difference between the floor and the lock that the code meets is handled here and nowhere
+else, and tests/test_compat.py runs each function on whichever stack the suite is run with (CI
+runs it on both ends).
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+
+def enable_activation_checkpointing(model: torch.nn.Module) -> None:
+    """Recompute each decoder layer's activations in the backward pass (non-reentrant checkpoints,
+    which work under DDP's no_sync and with torch.compile).
+
+    transformers renamed `gradient_checkpointing_enable` to `activation_checkpointing_enable` in
+    5.2x; 5.17 has only the old name, the newer ones warn on it."""
+    options = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+
+def activation_checkpointing_enabled(model: torch.nn.Module) -> bool:
+    """Whether any submodule recomputes its activations (both names of the flag)."""
+    return any(getattr(m, "gradient_checkpointing", False) or getattr(m, "activation_checkpointing", False)
+               for m in model.modules())
+
+
+def give_workers_time_after_signal(seconds: float) -> None:
+    """Make torchrun wait `seconds` (not 30) for its workers after it forwards a stop signal.
+
+    torch 2.11 SIGKILLs the workers 30 s after forwarding SIGTERM, which cuts off a multi-GB
+    checkpoint; torch >= 2.12 reads TORCH_ELASTIC_SHUTDOWN_TIMEOUT, 2.11 has no such setting. Here
+    the wait of the process context's `close` is raised to `seconds` while the agent handles a
+    signal (its `except SignalException` clause), the same on every version (a larger
+    TORCH_ELASTIC_SHUTDOWN_TIMEOUT still wins); when a worker merely failed, torchrun's own timeout
+    stands, so a restart after a dead rank is not slowed. Call before torchrun's main."""
+    from torch.distributed.elastic.multiprocessing import SignalException, api
+
+    close = api.PContext.close
+    if getattr(close, "grace_seconds", None) is not None:
+        close.grace_seconds = seconds
+        return
+
+    def close_with_grace(self, death_sig=None, timeout: int = 30):
+        if isinstance(sys.exc_info()[1], SignalException):
+            timeout = max(timeout, close_with_grace.grace_seconds)
+        close(self, death_sig, timeout)
+        handlers = getattr(self, "subprocess_handlers", None) or {}
+        close_with_grace.exit_codes = [h.proc.returncode for h in handlers.values()]
+
+    close_with_grace.grace_seconds = seconds
+    close_with_grace.exit_codes = []
+    api.PContext.close = close_with_grace
+
+
+def worker_exit_codes() -> list:
+    """The exit codes of the workers torchrun last closed (after `give_workers_time_after_signal`)."""
+    from torch.distributed.elastic.multiprocessing import api
+
+    return list(getattr(api.PContext.close, "exit_codes", []))

@@ -1,0 +1,58 @@
+"""torchrun for train.py, with a stop signal that always ends in a checkpoint, on any torch version.
+
+    python -m training.launch [--stop-grace SECONDS] [torchrun options] train.py --config ...
+
+The options are torchrun's. What differs:
+- after it passes a stop signal on to the workers, it waits up to `--stop-grace` seconds (default
+  600) for them to finish their step and save, instead of torchrun's 30 s before SIGKILL
+  (training/compat.py says why this needs a function);
+- SIGUSR1 and SIGUSR2 are passed on too (torchrun alone dies of them), unless
+  TORCHELASTIC_SIGNALS_TO_HANDLE says otherwise;
+- when every worker saved and exited 75 after a signal, it exits 75 itself (torchrun exits 1), so
+  a job script can tell a clean stop from a failure.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+from training import compat
+
+EXIT_PREEMPTED = 75  # training/faults.py; not imported: this launcher loads neither torch's model code nor ours
+DEFAULT_GRACE_S = 600
+
+
+def split_grace(argv: list[str]) -> tuple[float, list[str]]:
+    """(`--stop-grace` seconds, the remaining torchrun arguments)."""
+    if argv and argv[0].startswith("--stop-grace"):
+        if "=" in argv[0]:
+            return float(argv[0].split("=", 1)[1]), argv[1:]
+        if len(argv) < 2:
+            raise SystemExit("error: --stop-grace needs a number of seconds")
+        return float(argv[1]), argv[2:]
+    return float(DEFAULT_GRACE_S), argv
+
+
+def main(argv: list[str] | None = None) -> int:
+    grace, torchrun_args = split_grace(list(sys.argv[1:] if argv is None else argv))
+    os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2")
+    compat.give_workers_time_after_signal(grace)
+    from torch.distributed.elastic.multiprocessing import SignalException
+    from torch.distributed.run import main as torchrun
+
+    sys.argv = ["torchrun", *torchrun_args]
+    try:
+        torchrun(torchrun_args)
+    except SignalException as stop:
+        codes = compat.worker_exit_codes()
+        if codes and all(code == EXIT_PREEMPTED for code in codes):
+            print(f"[launch] stopped by {stop.sigval.name}: every worker saved its checkpoint "
+                  f"(exit code {EXIT_PREEMPTED})", file=sys.stderr, flush=True)
+            return EXIT_PREEMPTED
+        print(f"[launch] stopped by {stop.sigval.name}; worker exit codes {codes}", file=sys.stderr, flush=True)
+        return 128 + int(stop.sigval)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
