@@ -16,8 +16,8 @@ and the wandb group/tags).
                      --lrs 1e-3,2.5e-3 --seeds 0,1 --mode local --nproc-per-node 2
 
 Slurm mode writes <out-dir>/<name>/slurm/{<name>.sbatch, <name>.jobs, logs/} and submits with
-sbatch; array task i runs line i+1 of the jobs file through srun + torchrun on every node of its
-allocation. Local mode runs the jobs one after another on this machine.
+sbatch; array task i runs line i+1 of the jobs file through srun + the launcher (training/launch.py:
+torchrun that gives its workers time to save after a signal) on every node of its allocation. Local mode runs the jobs one after another on this machine.
 
 The sbatch script asks for --cpus-per-task and --mem derived from the configs (see job_cost; the
 flags override them); a dry run also prints the grid's estimated GPU-hours (see estimate_line).
@@ -25,8 +25,8 @@ flags override them); a dry run also prints the grid's estimated GPU-hours (see 
 Preemption and time limits (render_sbatch; docs/slurm.md has a run on a real Slurm): the job asks
 for USR1 to its batch shell 300 s before the time limit (--signal=B:USR1@300). The shell passes a
 SIGTERM on to the training step (`scancel --signal=TERM $SLURM_JOB_ID`: torchrun and its workers
-on every node); every rank finishes its step, saves a checkpoint at that step and exits 75 (torchrun
-itself then exits 1); once srun has returned, the shell runs `scontrol requeue` and the job, same
+on every node); every rank finishes its step, saves a checkpoint at that step and exits 75 (and so
+does the launcher); once srun has returned, the shell runs `scontrol requeue` and the job, same
 id and jobs-file line, resumes from that checkpoint (run.resume=auto). A TERM to the batch shell
 (scancel, preemption) is passed on the same way, but the job is not requeued by the script: a
 cancelled job ends with that checkpoint on disk (in KillWait seconds, or Slurm kills it), a
@@ -335,7 +335,7 @@ class SlurmSettings:
     partition: str | None = None
     max_parallel: int | None = None  # array throttle: at most this many jobs at once
     requeue_signal_seconds: int = 300  # USR1 this long before the time limit -> save, requeue (also
-                                       # torchrun's wait for its workers to save and exit)
+                                       # the launcher's wait for its workers to save and exit)
     extra: list[str] = field(default_factory=list)  # more sbatch options, e.g. --account=abc
 
     @property
@@ -358,7 +358,6 @@ def render_sbatch(*, name: str, jobs_file: Path, log_dir: Path, job_count: int, 
         if value is not None:
             directives.append(f"--{option}={value}")
     directives += slurm.extra
-    torchrun = Path(python).with_name("torchrun")
     header = "\n".join(f"#SBATCH {d}" for d in directives)
     return f"""#!/bin/bash
 # Written by scripts/sweep.py: {job_count} jobs of sweep {name!r}; array task i runs line i+1 of
@@ -387,13 +386,13 @@ echo "[sweep] train.py $JOB_ARGS"
 # signals every process of the job's steps on every node (torchrun and its workers), not this shell.
 # (Not `kill $TRAIN_PID`: srun answers TERM with SIGKILL to its tasks, "forcing job termination",
 # and passes USR1 on as USR1, which kills torchrun: it handles only TERM, INT, HUP and QUIT.)
-# The workers finish their step, all save a checkpoint at the same step and exit 75; torchrun
-# waits for them (up to TORCH_ELASTIC_SHUTDOWN_TIMEOUT s, then SIGKILL) and exits 1.
+# The workers finish their step, all save a checkpoint at the same step and exit 75; the launcher
+# (training/launch.py: torchrun that waits --stop-grace s for them on every torch version, where
+# torchrun 2.11 alone SIGKILLs them after 30 s) then exits 75 too.
 # After USR1 the job requeues itself once srun has returned (same job id, same jobs-file line) and
 # resumes from that checkpoint (run.resume=auto), unless training had finished (status 0).
 # After TERM it does not: a cancelled job ends there (Slurm kills what is left after KillWait s);
 # a preempted one is requeued by Slurm when the partition's PreemptMode is REQUEUE.
-export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${{TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-{slurm.requeue_signal_seconds}}}
 STOP_SIGNAL=""
 stop_training() {{
     [[ -n $STOP_SIGNAL ]] && return  # once: a third TERM would cut torchrun's wait for its workers short
@@ -405,7 +404,7 @@ trap 'stop_training USR1' USR1
 trap 'stop_training TERM' TERM
 
 eval "JOB_ARGV=($JOB_ARGS)"  # the line is shell-quoted by sweep.py
-srun --kill-on-bad-exit=1 {shlex.quote(str(torchrun))} \\
+srun --kill-on-bad-exit=1 {shlex.quote(python)} -m training.launch --stop-grace {slurm.requeue_signal_seconds} \\
     --nnodes "$SLURM_NNODES" --nproc_per_node {slurm.processes_per_node} \\
     --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$SLURM_JOB_ID" \\
     train.py "${{JOB_ARGV[@]}}" &
@@ -443,7 +442,7 @@ def write_slurm_files(jobs: list[Job], name: str, sweep_dir: Path, slurm: SlurmS
 
 def local_command(job: Job, nproc_per_node: int, python: str = sys.executable) -> list[str]:
     if nproc_per_node > 1:
-        launcher = [str(Path(python).with_name("torchrun")), "--standalone", f"--nproc_per_node={nproc_per_node}"]
+        launcher = [python, "-m", "training.launch", "--standalone", f"--nproc_per_node={nproc_per_node}"]
     else:
         launcher = [python]
     return launcher + ["train.py"] + job.train_args()

@@ -106,12 +106,11 @@ def test_jobs_file_and_sbatch_script(tmp_path):
                      "#SBATCH --gpus-per-node=8", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
                      "#SBATCH --time=48:00:00", "#SBATCH --partition=gpu", "#SBATCH --open-mode=append",
                      'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
-                     'SLURM_ARRAY_TASK_ID + 1', "srun --kill-on-bad-exit=1", "torchrun",
+                     'SLURM_ARRAY_TASK_ID + 1', "srun --kill-on-bad-exit=1", "-m training.launch --stop-grace 300",
                      '--nnodes "$SLURM_NNODES" --nproc_per_node 8', "--rdzv_backend c10d",
                      '--rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id "$SLURM_JOB_ID"',
                      "trap 'stop_training USR1' USR1", "trap 'stop_training TERM' TERM",
-                     'scancel --signal=TERM "$SLURM_JOB_ID"', 'scontrol requeue "$SLURM_JOB_ID"',
-                     "export TORCH_ELASTIC_SHUTDOWN_TIMEOUT=${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-300}"]:
+                     'scancel --signal=TERM "$SLURM_JOB_ID"', 'scontrol requeue "$SLURM_JOB_ID"']:
         assert expected in text, expected
 
 
@@ -122,7 +121,7 @@ def test_array_task_launches_its_line_with_rendezvous(tmp_path, fake_slurm):
     assert done.returncode == 0, done.stderr
     (srun,) = [line for line in fake_slurm.read_text().splitlines() if line.startswith("srun")]
     launched = srun.split()
-    torchrun_at = next(i for i, a in enumerate(launched) if a.endswith("/torchrun"))
+    torchrun_at = launched.index("training.launch") + 2  # -m training.launch --stop-grace 300
     assert launched[torchrun_at + 1:torchrun_at + 11] == [
         "--nnodes", "2", "--nproc_per_node", "8", "--rdzv_backend", "c10d",
         "--rdzv_endpoint", f"node1:{20000 + 4250 % 20000}", "--rdzv_id", "4250"]
@@ -138,7 +137,7 @@ def test_signals_reach_training_and_the_requeue_waits_for_it():
     text = sweep.render_sbatch(name="t", jobs_file=Path("/x/t.jobs"), log_dir=Path("/x/logs"), job_count=2,
                                slurm=sweep.SlurmSettings(requeue_signal_seconds=600))
     assert "#SBATCH --signal=B:USR1@600" in text
-    assert "TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-600}" in text
+    assert "-m training.launch --stop-grace 600" in text
     srun_at = text.index("srun --kill-on-bad-exit=1")
     assert text.index("trap 'stop_training USR1' USR1") < srun_at and text.index("trap 'stop_training TERM' TERM") < srun_at
     handler = text[text.index("stop_training() {"):text.index("\n}\n", text.index("stop_training() {"))]
