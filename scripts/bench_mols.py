@@ -8,6 +8,14 @@ AdamW step) and (b) one SNR sample (forward, backward, folding the gradient into
 moments on the CPU), and projects the calibration's share of a paper-sized run: 2048 samples of
 the given micro-batch against `--train-steps` optimizer steps of a 512-sequence batch. Compare the
 two figures as a ratio; absolute times depend on the machine.
+
+    python scripts/bench_mols.py --fold-only --size llama_350m --threads 1,2
+
+times only the host's part of a sample on a GPU node, folding one gradient into the moments on the
+CPU (no forward or backward), with each number of CPU threads: under torchrun that was 1 thread per
+rank (OMP_NUM_THREADS=1); train.py now gives each rank its share of the node's cores. It projects
+the host time of a paper calibration (16,384 sequences over 8 GPUs at micro-batch 8: 256 samples per
+rank) at 1.3B and 7B from the per-element cost, beside a paper run's length at 40% MFU of an H100.
 """
 from __future__ import annotations
 
@@ -23,6 +31,7 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
     pass
 
 from models import SIZES, build_model  # noqa: E402
+from training.throughput import flops_per_token  # noqa: E402
 from mols import param_groups  # noqa: E402
 from mols.snr import GradientMoments  # noqa: E402
 
@@ -36,7 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, default=10, help="timed repetitions of each")
     parser.add_argument("--stats-device", default="cpu")
     parser.add_argument("--train-steps", type=int, default=10000, help="for the projection (LLaMA-60M: 10K)")
+    parser.add_argument("--fold-only", action="store_true", help="time only the host's fold of one sample")
+    parser.add_argument("--threads", default="1", help="with --fold-only: comma-separated CPU thread counts")
     args = parser.parse_args(argv)
+    if args.fold_only:
+        return fold_only(args.size, [int(t) for t in args.threads.split(",")], args.steps, args.vocab)
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     torch.manual_seed(0)
@@ -88,6 +101,40 @@ def main(argv: list[str] | None = None) -> int:
           f"{micro_steps_per_update} micro-steps: {100 * share:.3f}% of training compute")
     if device.type == "cuda":
         print(f"  peak accelerator memory: {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
+    return 0
+
+
+# A paper run, for the projection: (size, parameters, steps, GPUs) as in Tables 1 and 3.
+PAPER_RUNS = [("llama_1b", 1.34e9, 100_000, 8), ("llama_7b", 6.74e9, 150_000, 16)]
+
+
+def fold_only(size: str, threads: list[int], repeats: int, vocab: int) -> int:
+    model = build_model(size, SIZES[size].vocab or vocab, device="meta")
+    params = {n: torch.nn.Parameter(torch.empty(p.shape)) for n, p in model.named_parameters()}
+    for p in params.values():
+        p.grad = torch.randn(p.shape)
+    moments = GradientMoments(params, "cpu")
+    n = sum(p.numel() for p in params.values())
+    print(f"{size}: {n / 1e6:.1f}M parameters; host fold of one gradient sample (fp32 moments on the CPU)")
+    per_element = {}
+    for count in threads:
+        torch.set_num_threads(count)
+        moments.add_current_grads()  # warm-up (page faults of the fresh buffers)
+        start = time.perf_counter()
+        for _ in range(repeats):
+            moments.add_current_grads()
+        seconds = (time.perf_counter() - start) / repeats
+        per_element[count] = seconds / n
+        print(f"  {count} thread(s): {seconds:8.3f} s per sample ({n / seconds / 1e9:.2f} G elements/s)")
+    samples_per_rank = 16_384 // 8 // 8
+    for name, params_count, steps, gpus in PAPER_RUNS:
+        meta = build_model(name, 32000, device="meta")
+        step_s = flops_per_token(meta, 256) * 512 * 256 / (gpus * 0.4 * 989e12)
+        run_s = steps * step_s
+        for count, cost in per_element.items():
+            host = samples_per_rank * cost * params_count
+            print(f"  projected {name} ({gpus} GPUs, {steps:,} steps, {run_s / 3600:.1f} h at 40% MFU): calibration "
+                  f"host fold {host / 60:.1f} min with {count} thread(s) per rank = {100 * host / run_s:.2f}% of the run")
     return 0
 
 
