@@ -36,3 +36,30 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("corpus"):
             item.add_marker(skip)
+
+
+def _stack_line() -> str:
+    """The versions this run tests (CI runs the suite on the lock and on the floor: which leg is this?)."""
+    import platform
+    from importlib import metadata
+
+    versions = []
+    try:  # torch.__version__ carries the build (+cpu, +cu130), which the package metadata may not
+        import torch
+
+        versions.append(f"torch {torch.__version__}")
+    except ImportError:
+        versions.append("torch missing")
+    for name in ("transformers", "datasets", "tokenizers"):
+        try:
+            versions.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            versions.append(f"{name} missing")
+    return f"stack: {', '.join(versions)}; python {platform.python_version()} ({sys.prefix})"
+
+
+def pytest_sessionstart(session):
+    # Written here rather than in pytest_report_header, which `pytest -q` (make test) does not show.
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(_stack_line())
