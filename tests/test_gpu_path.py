@@ -196,3 +196,31 @@ def test_each_rank_gets_its_share_of_the_cores(monkeypatch):
     assert distributed.host_threads(cores * 2) == 1
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "1")
     assert distributed.host_threads() == cores
+
+
+def test_the_model_is_built_on_its_device_with_no_host_copy():
+    from training.config import load_config
+    from training.precision import prepare_model
+
+    cfg = load_config([str(ROOT / "configs/quickstart.yaml")], ["model.size=llama_micro", "train.precision=bf16-pure"])
+    model, precision, _ = prepare_model(cfg, 2000, torch.device("meta"))  # meta stands in for a GPU here
+    assert precision == "bf16-pure"
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert {p.dtype for p in model.parameters()} == {torch.bfloat16}
+    on_cpu, _, _ = prepare_model(cfg, 2000, torch.device("cpu"))
+    torch.manual_seed(cfg.run.seed)
+    reference = build_model("llama_micro", 2000)  # what the CPU build always gave for this seed
+    for name, param in reference.named_parameters():
+        assert torch.equal(on_cpu.get_parameter(name), param.to(torch.bfloat16)), name
+
+
+def test_autocast_covers_the_forward_but_not_the_backward():
+    model = fresh()
+    seen = []
+    for param in model.parameters():
+        param.register_hook(lambda grad: seen.append(torch.is_autocast_enabled("cpu")) or grad)
+    batch = real_text_batch(2000, batch=2, seq=32)
+    loss, targets = train.forward_backward(model, [batch], 1, torch.device("cpu"),
+                                           lambda: torch.autocast("cpu", dtype=torch.bfloat16))
+    assert seen and not any(seen)
+    assert float(targets) == 2 * 31
