@@ -11,10 +11,17 @@ a small picklable `StreamSpec` (so DataLoader workers can open their own copy):
 - c4: `allenai/c4`, config `en`, streamed; validation is its "validation" split.
 - openwebtext: nanoGPT's split of `Skylion007/openwebtext` (downloaded, not streamed):
   `train_test_split(test_size=0.0005, seed=2357, shuffle=True)`, "test" is the validation part.
+
+A local row the reader cannot take (not JSON, not UTF-8) is a UserError naming its file and line
+(`read_error`): the files are scanned for it only after the reader failed, never ahead.
 """
 from __future__ import annotations
 
+import bz2
 import glob
+import gzip
+import json
+import lzma
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -125,6 +132,142 @@ def open_stream(spec: StreamSpec):
         raise UserError(f"could not open {spec.describe()} from the Hugging Face hub "
                          f"({type(err).__name__}: {_first_line(err)}); offline? {HUB_HINT}") from None
     raise UserError(f"data.source: unknown source {spec.source!r} (embedded, local, c4 or openwebtext)")
+
+
+def read_error(spec: StreamSpec, err: Exception) -> UserError | None:
+    """What to tell the user when reading a local split's rows failed with `err` (the reader's
+    error says neither the file nor the line): the first bad line of its files, found by reading
+    them again line by line (only now, after the failure: the normal path does not scan), else
+    the reader's error in one line when it is a data error; None when `err` is not about the data
+    (a bug: it keeps its traceback)."""
+    if spec.source != "local":
+        return None
+    problem = find_bad_line(spec)
+    if problem is not None:
+        return UserError(problem)
+    if _is_data_error(err):
+        return UserError(f"could not read {spec.describe()}: {type(err).__name__}: {_first_line(err)}")
+    return None
+
+
+def _is_data_error(err: Exception) -> bool:
+    import pyarrow
+
+    return isinstance(err, (pyarrow.ArrowException, UnicodeError))
+
+
+def find_bad_line(spec: StreamSpec) -> str | None:
+    """`<file>: line <n> is not valid JSON (<why>)` for the first line of the split's files (in
+    their sorted order) that the reader cannot take: bytes that are not UTF-8, a lone surrogate,
+    text that is not JSON, JSON that is not an object. Text files: the first line that is not
+    UTF-8. None when every line reads (or the files are of another format)."""
+    for path in spec.files:
+        if spec.builder == "json":
+            problem = _bad_json_line(path)
+        elif spec.builder == "text":
+            problem = _bad_text_line(path)
+        else:
+            problem = None
+        if problem is not None:
+            return problem
+    return None
+
+
+_OPENERS = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+
+
+def _open_binary(path: str):
+    """The file's (decompressed) bytes; None when the compression's module is not installed."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".zst":
+        try:
+            import zstandard
+        except ImportError:
+            return None
+        return zstandard.open(path, "rb")
+    return _OPENERS.get(suffix, open)(path, "rb")
+
+
+def _utf8_problem(line: bytes, err: UnicodeDecodeError) -> str:
+    return f"byte 0x{line[err.start]:02x} at byte {err.start + 1} of the line is not valid UTF-8"
+
+
+def _json_problem(err: json.JSONDecodeError) -> str:
+    return f"{err.msg.removesuffix(' at')} at column {err.colno}"  # some of json's messages end in "at"
+
+
+def _bad_text_line(path: str) -> str | None:
+    handle = _open_binary(path)
+    if handle is None:
+        return None
+    with handle:
+        for number, line in enumerate(handle, 1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as err:
+                return f"{path}: line {number} is not valid UTF-8 ({_utf8_problem(line, err)})"
+    return None
+
+
+def _bad_json_line(path: str) -> str | None:
+    handle = _open_binary(path)
+    if handle is None:
+        return None
+    first = True
+    with handle:
+        for number, raw in enumerate(handle, 1):
+            line = raw[3:] if number == 1 and raw.startswith(b"\xef\xbb\xbf") else raw  # a UTF-8 BOM
+            if not line.strip():
+                continue
+            try:
+                text = line.decode("utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as err:
+                return f"{path}: line {number} is not valid JSON ({_utf8_problem(line, err)})"
+            if first and text.lstrip().startswith("["):  # one JSON array, not JSON lines
+                return _bad_json_document(path)
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as err:
+                if first:  # perhaps one JSON document over several lines
+                    return _bad_json_document(path)
+                return f"{path}: line {number} is not valid JSON ({_json_problem(err)})"
+            first = False
+            if not isinstance(row, dict):
+                return f"{path}: line {number} is not valid JSON for a row (a {type(row).__name__}, not an object)"
+            if _has_surrogate(row):
+                return f"{path}: line {number} is not valid JSON (a lone surrogate escape such as \\ud800: not Unicode)"
+    return None
+
+
+def _bad_json_document(path: str) -> str | None:
+    """A file that is one JSON value (an array of rows, or an object): where it fails to parse."""
+    handle = _open_binary(path)
+    if handle is None:
+        return None
+    with handle:
+        data = handle.read()
+    data = data[3:] if data.startswith(b"\xef\xbb\xbf") else data
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as err:
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        number = data.count(b"\n", 0, line_start) + 1
+        err.start -= line_start
+        return f"{path}: line {number} is not valid JSON ({_utf8_problem(data[line_start:], err)})"
+    except json.JSONDecodeError as err:
+        return f"{path}: line {err.lineno} is not valid JSON ({_json_problem(err)})"
+    if _has_surrogate(value):
+        return f"{path}: the file is not valid JSON (a lone surrogate escape such as \\ud800: not Unicode)"
+    return None
+
+
+def _has_surrogate(value) -> bool:
+    """Whether a parsed JSON value holds a lone surrogate (valid JSON escapes, but not text)."""
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def openwebtext_split(dataset):

@@ -44,7 +44,7 @@ from data.cache import atomic_path, write_json_atomic
 from data.embedded import load_embedded_corpus, read_texts
 from data.sequences import Cursor, Document, TokenSequence, build_sequences
 from data.shards import ShardSet, check_tokenizer, shard_documents
-from data.sources import StreamSpec, hub_spec, local_spec, open_stream
+from data.sources import StreamSpec, hub_spec, local_spec, open_stream, read_error
 from data.tokenizer import DocumentEncoder, tokenizer_fingerprint
 
 STATE_FORMAT = 1
@@ -128,6 +128,26 @@ def _text_column(batch: dict, spec: StreamSpec) -> list:
     return batch[spec.text_field]
 
 
+def _rows(stream, spec: StreamSpec, batch_size: int) -> Iterator[dict]:
+    """`stream.iter(batch_size)`, where the reader's failure on a bad row (pyarrow's ArrowInvalid,
+    a UnicodeDecodeError: neither names the file) becomes a UserError naming the file and line
+    (data.sources.read_error). Nothing is checked ahead: the files are scanned only after a failure."""
+    batches = iter(stream.iter(batch_size=batch_size))
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except UserError:
+            raise
+        except Exception as err:
+            problem = read_error(spec, err)
+            if problem is None:
+                raise
+            raise problem from None
+        yield batch
+
+
 def _text_blocks(stream, spec: StreamSpec, first_index: int = 0) -> Iterator[tuple[int, list]]:
     """(index of the block's first document, its texts) for blocks of BLOCK_DOCS rows, from row
     `first_index` of the stream on (the rows before it are read and dropped).
@@ -139,7 +159,7 @@ def _text_blocks(stream, spec: StreamSpec, first_index: int = 0) -> Iterator[tup
     each worker only some of the shards, and every worker must see the whole stream (each
     tokenizes its own blocks of it)."""
     index = 0
-    for batch in stream.iter(batch_size=BLOCK_DOCS):
+    for batch in _rows(stream, spec, BLOCK_DOCS):
         texts = _text_column(batch, spec)
         if index + len(texts) <= first_index:
             index += len(texts)
@@ -171,12 +191,19 @@ class DocumentBlocks(IterableDataset):
         self.rank, self.world_size = rank, world_size
         self.shuffle_seed, self.seed_offset, self.shuffle_buffer = shuffle_seed, seed_offset, shuffle_buffer
 
-    def __iter__(self) -> Iterator[list[Document]]:
+    def __iter__(self) -> Iterator[list[Document] | UserError]:
         info = get_worker_info()
         worker, n_workers = (info.id, info.num_workers) if info is not None else (0, 1)
-        for number, (epoch, first_index, texts) in enumerate(self._raw_blocks()):
-            if number % n_workers == worker:
-                yield _tokenize_block(self.encoder, epoch, first_index, texts)
+        try:
+            for number, (epoch, first_index, texts) in enumerate(self._raw_blocks()):
+                if number % n_workers == worker:
+                    yield _tokenize_block(self.encoder, epoch, first_index, texts)
+        except UserError as err:
+            if info is None:
+                raise
+            # Handed over as an item: raised in a worker, the DataLoader would re-raise it in the
+            # main process with the worker's traceback as its message. _streamed_documents raises it.
+            yield err
 
     def _raw_blocks(self) -> Iterator[tuple[int, int, list]]:
         from datasets.distributed import split_dataset_by_node
@@ -198,7 +225,7 @@ class DocumentBlocks(IterableDataset):
 def _check_readable(spec: StreamSpec) -> None:
     """Open the source and read one row, so that a missing dataset, an unreadable file or a
     wrong text field fails here with a clear message rather than later inside a worker."""
-    for batch in open_stream(spec).iter(batch_size=1):
+    for batch in _rows(open_stream(spec), spec, 1):
         _text_column(batch, spec)
         return
     raise UserError(f"{spec.describe()}: no documents")
@@ -215,6 +242,8 @@ def _streamed_documents(blocks: DocumentBlocks, num_workers: int) -> Iterator[Do
         source = iter(DataLoader(blocks, batch_size=None, num_workers=num_workers,
                                  collate_fn=_identity_collate, prefetch_factor=4))
     for block in source:
+        if isinstance(block, UserError):  # a worker's (DocumentBlocks.__iter__)
+            raise block
         yield from block
 
 

@@ -29,6 +29,7 @@ from data.config import DataConfig
 from data import (build_train_stream, build_val_batches, describe_data, get_tokenizer,
                   load_embedded_corpus)
 from data.embedded import read_texts
+from data.sources import StreamSpec, find_bad_line
 from data.tokenizer import embedded_tokenizer_path
 
 SEQ_LEN = 64
@@ -399,3 +400,45 @@ def test_packed_sequences_are_shuffled_within_windows(tokenizer):
     resumed = take(build_train_stream(assets_cfg(packing=True, pack_window=256), tokenizer, rank=0,
                                       world_size=1, micro_batch=16, state=stream[9][1]), 30)
     assert stream[9][1]["taken"] == 160 and same_batches(resumed, stream[10:])
+
+
+def test_a_bad_row_is_named_by_file_and_line(tmp_path):
+    """data.sources.find_bad_line (run only after the reader failed): the first line of a split's
+    files that the reader cannot take, in JSON lines (plain or gzip), a JSON array and text."""
+    good = str(ASSETS / "train.jsonl")
+    rows = [json.dumps({"text": f"document {i}"}).encode() for i in range(5)]
+
+    def spec(*files, builder="json"):
+        return StreamSpec(source="local", split="train", files=tuple(map(str, files)), builder=builder)
+
+    assert find_bad_line(spec(good, ASSETS / "val.jsonl")) is None
+    compressed = tmp_path / "part.jsonl.gz"
+    compressed.write_bytes(gzip.compress(b"\n".join([*rows[:2], b'{"text": "cut', *rows[2:]]) + b"\n"))
+    assert find_bad_line(spec(good, compressed)) == \
+        f"{compressed}: line 3 is not valid JSON (Unterminated string starting at column 10)"
+    not_a_row = tmp_path / "list.jsonl"
+    not_a_row.write_bytes(b"\n".join([rows[0], b"", b'["a", "list"]']) + b"\n")
+    assert find_bad_line(spec(not_a_row)) == \
+        f"{not_a_row}: line 3 is not valid JSON for a row (a list, not an object)"
+    array = tmp_path / "array.json"
+    array.write_text('[\n  {"text": "one"},\n  {"text": "two"}\n  {"text": "three"}\n]\n')
+    assert find_bad_line(spec(array)) == f"{array}: line 4 is not valid JSON (Expecting ',' delimiter at column 3)"
+    array.write_bytes(b'[\n  {"text": "one"},\n  {"text": "t\xffo"}\n]\n')
+    assert find_bad_line(spec(array)) == \
+        f"{array}: line 3 is not valid JSON (byte 0xff at byte 14 of the line is not valid UTF-8)"
+    text = tmp_path / "notes.txt"
+    text.write_bytes(b"fine\n\nnot \xc3 fine\n")
+    assert find_bad_line(spec(text, builder="text")) == \
+        f"{text}: line 3 is not valid UTF-8 (byte 0xc3 at byte 5 of the line is not valid UTF-8)"
+
+
+def test_a_bad_validation_row_is_a_clear_error(tokenizer, tmp_path):
+    lines = (ASSETS / "val.jsonl").read_bytes().splitlines()
+    path = tmp_path / "val.jsonl"
+    path.write_bytes(b"\n".join([*lines[:4], b'{"text": "\xed\xa0\x80"}', *lines[4:]]) + b"\n")
+    cfg = DataConfig(source="local", path=str(ASSETS / "train.jsonl"), val_path=str(path),
+                     tokenizer=str(ASSETS / "tokenizer"), seq_len=SEQ_LEN)
+    with pytest.raises(UserError) as caught:
+        build_val_batches(cfg, tokenizer, rank=0, world_size=1, batch_size=2)
+    assert str(caught.value) == \
+        f"{path}: line 5 is not valid JSON (byte 0xed at byte 11 of the line is not valid UTF-8)"

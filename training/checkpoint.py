@@ -46,10 +46,14 @@ def remove_partial_saves(directory: Path) -> list[str]:
     """Delete the temporary files of saves that were killed before their rename; their descriptions."""
     removed = []
     for partial in sorted(directory.glob(_PARTIAL)) if directory.is_dir() else []:
-        size = partial.stat().st_size
+        partial_bytes = partial.stat().st_size
         partial.unlink(missing_ok=True)
-        removed.append(f"{partial.name} ({size / GIB:.2f} GiB)")
+        removed.append(f"{partial.name} ({size(partial_bytes)})")
     return removed
+
+
+def size(n: int) -> str:
+    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / 2**20:.1f} MiB"
 
 
 def tensor_bytes(tree) -> int:
@@ -79,8 +83,8 @@ def save_atomically(state: dict, path: Path) -> None:
 
     def full_disk(free: int) -> StorageError:
         last = latest_checkpoint(path.parent)
-        return StorageError(f"cannot write checkpoint {path.name}: it needs about {needed / GIB:.2f} GiB and "
-                            f"{path.parent} has {free / GIB:.2f} GiB free; the last good checkpoint is "
+        return StorageError(f"cannot write checkpoint {path.name}: it needs about {size(needed)} and "
+                            f"{path.parent} has {size(free)} free; the last good checkpoint is "
                             f"{last if last else '(none yet)'}. Free space (or lower train.keep_checkpoints) "
                             f"and resume with --set run.resume=auto")
 
