@@ -47,8 +47,10 @@ from pathlib import Path
 
 STARTED = time.monotonic()  # the budget counts the imports too
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:  # run as a file with the project not installed
-    sys.path.insert(1, str(ROOT))
+try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root there too
+    import _repo_root  # noqa: F401
+except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
+    pass
 
 import os  # noqa: E402
 
