@@ -43,40 +43,20 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
 REPO = Path(__file__).resolve().parents[1]
 PAPER = REPO / "configs" / "paper"
 from configs import ConfigError  # noqa: E402
-from training.config import load_config, validate  # noqa: E402
+from training.config import load_config, training_settings  # noqa: E402
 from training.records import read_metrics  # noqa: E402
 
 # Settings that do not change what a run trains, left out of a group's identity.
-NOT_SETTINGS = ("run.", "train.log_every", "train.eval_every", "train.eval_batch", "train.checkpoint_every",
-                "train.keep_checkpoints", "train.compile", "train.threads", "data.num_workers", "train.device")
-# ... and the ones a group key names on its own
-OWN_KEYS = ("model.size", "optimizer.name", "optimizer.lr", "mols.enabled")
-
-
-LEAF_MAPPINGS = ("mols.fixed_multipliers",)  # settings whose value is a mapping: compared whole
-
-
-def flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value and f"{prefix}{key}" not in LEAF_MAPPINGS:
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+# Keys a group names on its own (and the seed, which varies within a group)
+OWN_KEYS = ("model.size", "optimizer.name", "optimizer.lr", "mols.enabled", "run.seed")
 
 
 def settings_of(config: dict) -> dict:
-    """The flattened resolved config (defaults filled in) minus what does not change training;
-    with MoLS off its other settings are irrelevant and left out."""
-    try:
-        config = validate(config).to_dict()
-    except ConfigError:
-        pass
-    flat = flatten(config)
+    """The settings that change training (training/config.py decides which), minus the group's own
+    keys; with MoLS off its other settings are irrelevant and left out."""
+    flat = training_settings(config)
     mols = bool(flat.get("mols.enabled", False))
-    return {k: v for k, v in flat.items()
-            if not k.startswith(NOT_SETTINGS) and k not in OWN_KEYS and (mols or not k.startswith("mols."))}
+    return {k: v for k, v in flat.items() if k not in OWN_KEYS and (mols or not k.startswith("mols."))}
 
 
 # ------------------------------------------------------------------------------------------------

@@ -152,3 +152,33 @@ def validate(tree: dict) -> Config:
 def load_config(paths=None, overrides: list[str] | None = None) -> Config:
     """Merge the config files in order (later ones win), then the overrides, then validate."""
     return validate(compose(paths, overrides))
+
+
+# Settings that change how a run is launched, logged, checked or stored, never what it trains: a
+# resume may change them (training/state.py), and result tables group runs without them.
+RUN_ONLY_SETTINGS = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
+                     "train.peak_tflops", "train.log_every", "train.eval_every", "train.eval_batch",
+                     "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.threads",
+                     "train.check_memory", "data.num_workers")
+LEAF_MAPPINGS = ("mols.fixed_multipliers",)  # settings whose value is a mapping: compared whole
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"train.steps": 100, ...} from the nested config."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value and f"{prefix}{key}" not in LEAF_MAPPINGS:
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def training_settings(config: dict) -> dict:
+    """The settings of a config (a dict, as saved in checkpoints and config.yaml; defaults filled in
+    where it validates) that change what is trained, flattened."""
+    try:
+        config = validate(config).to_dict()
+    except ConfigError:
+        pass
+    return {key: value for key, value in flatten(config).items() if not key.startswith(RUN_ONLY_SETTINGS)}

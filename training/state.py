@@ -20,7 +20,7 @@ import torch
 from configs import ConfigError, UserError
 from optimizers import export_state, import_state
 from training import checkpoint, distributed
-from training.config import validate
+from training.config import training_settings
 
 FORMAT = 2
 
@@ -86,37 +86,11 @@ def _ranks(saved: dict) -> list[dict]:
             for d, e, r in zip(saved["data"], saved["extra_data"], saved["rng"])]
 
 
-# Settings a resumed run may change freely: logging, evaluation and checkpoint cadence, wandb,
-# workers, threads, compile, and where the run lives. Anything else changes what is trained.
-RESUME_MAY_CHANGE = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
-                     "train.peak_tflops", "train.log_every", "train.eval_every", "train.eval_batch", "train.checkpoint_every",
-                     "train.keep_checkpoints", "train.compile", "train.threads", "train.check_memory",
-                     "data.num_workers")
-
-
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def config_changes(saved: dict, now: dict) -> list[str]:
-    """`key: checkpoint -> now` for every setting that differs, outside RESUME_MAY_CHANGE."""
-    try:  # fill in defaults the checkpoint's config may leave out
-        saved = validate(saved).to_dict()
-    except ConfigError:
-        pass
-    old, new = _flatten(saved), _flatten(now)
-    changes = []
-    for key in sorted(set(old) | set(new)):
-        if key.startswith(RESUME_MAY_CHANGE) or old.get(key) == new.get(key):
-            continue
-        changes.append(f"{key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}")
-    return changes
+    """`key: checkpoint -> now` for every setting that changes what is trained (training/config.py)."""
+    old, new = training_settings(saved), training_settings(now)
+    return [f"{key}: {old.get(key, '(absent)')!r} -> {new.get(key, '(absent)')!r}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 def check_resume_config(saved: dict, now: dict, path: Path, allowed: bool) -> list[str]:
