@@ -39,7 +39,8 @@ from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, Nonfi
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
 from training.state import TrainingState, check_resume_config
-from training.throughput import Throughput, flops_per_token, peak_tflops
+from models.cost import flops_per_token
+from training.throughput import Throughput, peak_tflops
 
 
 def main(argv: list[str] | None = None) -> int:

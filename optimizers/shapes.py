@@ -7,6 +7,7 @@ from typing import Optional
 
 import torch
 
+from models.cost import model_shape
 from mols.groups import base_class
 from optimizers.config import LOW_RANK_METHODS, PAPER_RANKS
 
@@ -41,17 +42,11 @@ def hidden_matrices(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
 def model_dims(model: torch.nn.Module) -> dict[str, Optional[int]]:
     """hidden size and head counts from a transformers config (LLaMA/Qwen2 and GPT-2 names)."""
     config = getattr(unwrap_model(model), "config", None)
-
-    def first(*names):
-        for name in names:
-            value = getattr(config, name, None)
-            if isinstance(value, int):
-                return value
-        return None
-
-    heads = first("num_attention_heads", "n_head")
-    return {"dim": first("hidden_size", "n_embd"), "n_heads": heads,
-            "n_kv_heads": first("num_key_value_heads") or heads}
+    try:
+        shape = model_shape(config)
+    except ValueError:
+        return {"dim": None, "n_heads": None, "n_kv_heads": None}
+    return {"dim": shape.width, "n_heads": shape.heads, "n_kv_heads": shape.kv_heads}
 
 
 def default_rank(model: torch.nn.Module) -> int:

@@ -31,7 +31,7 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
     pass
 
 from models import SIZES, build_model  # noqa: E402
-from training.throughput import flops_per_token  # noqa: E402
+from models.cost import flops_per_token  # noqa: E402
 from mols import param_groups  # noqa: E402
 from mols.snr import GradientMoments  # noqa: E402
 

@@ -89,7 +89,8 @@ from training.config import Config, load_config  # noqa: E402
 from training.evaluation import evaluate, to_device  # noqa: E402
 from training.precision import prepare_model  # noqa: E402
 from training.records import environment, read_metrics  # noqa: E402
-from training.throughput import flops_per_token, peak_tflops  # noqa: E402
+from models.cost import flops_per_token  # noqa: E402
+from training.throughput import peak_tflops  # noqa: E402
 
 PAPER = ROOT / "configs" / "paper"
 ASSETS = ROOT / "tests" / "assets"

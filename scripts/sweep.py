@@ -252,17 +252,18 @@ BASE_MEM_PER_RANK_GIB = 16        # host memory per rank besides MoLS: torch/CUD
 CPUS_PER_RANK_BESIDES_WORKERS = 2  # the training process itself and its main-thread slack
 FALLBACK_VOCAB = 32100            # t5-base's, for sizes that take the tokenizer's vocabulary
 
-_PARAMETERS: dict = {}
+_MODEL_COSTS: dict = {}
 
 
-def parameter_count(size: str, vocab: int, overrides: dict | None = None) -> int:
-    """All parameters of a model size (embeddings included), counted on the meta device."""
-    key = (size, vocab, repr(sorted((overrides or {}).items())))
-    if key not in _PARAMETERS:
+def model_cost(size: str, vocab: int, seq_len: int, overrides: dict | None = None) -> tuple[int, float]:
+    """(parameters, training FLOPs per token) of a model size, from models/cost.py on the meta device."""
+    key = (size, vocab, seq_len, repr(sorted((overrides or {}).items())))
+    if key not in _MODEL_COSTS:
         from models import build_model
+        from models.cost import flops_per_token, parameters
         model = build_model(size, vocab, overrides=overrides, device="meta")
-        _PARAMETERS[key] = sum(p.numel() for p in model.parameters())
-    return _PARAMETERS[key]
+        _MODEL_COSTS[key] = (parameters(model), flops_per_token(model, seq_len))
+    return _MODEL_COSTS[key]
 
 
 @dataclass
@@ -274,18 +275,17 @@ class JobCost:
 
 
 def job_cost(cfg) -> JobCost:
-    """FLOPs per token 6N + 12*L*H*T (N all parameters, L layers, H hidden, T seq_len) times
-    steps x global_batch x seq_len training tokens (evaluation and MoLS's SNR samples not counted);
+    """FLOPs per token (models/cost.py, the same as the runs' MFU) times steps x global_batch x
+    seq_len training tokens (evaluation and MoLS's SNR samples not counted);
     host CPUs data.num_workers + 2 per rank; host memory per rank: a base allowance, plus MoLS's two
     fp32 copies of the parameters (8 bytes each) when its statistics live on the CPU."""
     from models import SIZES
 
     size = SIZES[cfg.model.size]
     vocab = cfg.model.vocab_size or size.vocab or FALLBACK_VOCAB
-    n = parameter_count(cfg.model.size, vocab, cfg.model.overrides)
     seq_len = cfg.data.seq_len
-    tokens = cfg.train.steps * cfg.train.global_batch * seq_len
-    flops = tokens * (6 * n + 12 * size.layers * size.hidden * seq_len)
+    n, per_token = model_cost(cfg.model.size, vocab, seq_len, cfg.model.overrides)
+    flops = cfg.train.steps * cfg.train.global_batch * seq_len * per_token
     mols_on_cpu = cfg.mols.enabled and cfg.mols.stats_device == "cpu"
     mem = BASE_MEM_PER_RANK_GIB * 2**30 + (8 * n if mols_on_cpu else 0)
     return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
@@ -308,7 +308,7 @@ def estimate_line(jobs: list[Job], costs: list[JobCost], mfu: float = DEFAULT_MF
         by_model[job.model] = by_model.get(job.model, 0.0) + gpu_hours(cost.flops, mfu, peak_tflops)
     parts = ", ".join(f"{model} {hours:,.1f}" for model, hours in by_model.items())
     return (f"[sweep] estimated compute: {total:,.1f} GPU-hours ({parts}); assumes FLOPs/token = "
-            f"6N + 12*layers*hidden*seq_len (N all parameters), steps x global_batch x seq_len tokens, "
+            f"models/cost.py's FLOPs per token (as the runs' MFU), steps x global_batch x seq_len tokens, "
             f"{100 * mfu:g}% MFU of {peak_tflops:g} TFLOP/s per GPU (--assume-mfu, --gpu-peak-tflops)")
 
 

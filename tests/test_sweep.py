@@ -247,10 +247,11 @@ def test_dry_run_estimates_gpu_hours(capsys):
     args = ["--models", "llama_60m", "--methods", "adam", "--lrs", "1e-3", "--seeds", "0,1", "--dry-run"]
     assert sweep.main(args) == 0
     out = capsys.readouterr().out
-    assert "6N + 12*layers*hidden*seq_len" in out and "40% MFU of 989 TFLOP/s" in out
-    # llama_60m: 10k steps x 512 sequences x 256 tokens, all 58M parameters (vocabulary 32000)
+    assert "models/cost.py's FLOPs per token" in out and "40% MFU of 989 TFLOP/s" in out
+    # llama_60m: 10k steps x 512 sequences x 256 tokens; 6 x the 58M parameters less the input
+    # embedding's 32000 x 512 (a lookup, no multiply) + 12 x 8 layers x 512 wide x 256 tokens
     n = sum(p.numel() for p in build_model("llama_60m", 32000, device="meta").parameters())
-    per_token = 6 * n + 12 * 8 * 512 * 256
+    per_token = 6 * (n - 32000 * 512) + 12 * 8 * 512 * 256
     expected = 2 * 10_000 * 512 * 256 * per_token / (0.4 * 989e12) / 3600
     assert gpu_hours_of(out) == pytest.approx(expected, abs=0.05)
     assert sweep.main(args + ["--assume-mfu", "0.2", "--gpu-peak-tflops", "494.5"]) == 0

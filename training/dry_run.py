@@ -19,6 +19,7 @@ import torch
 
 from configs import UserError
 from models import build_model
+from models.cost import model_shape
 from mols import count_by_class
 
 GIB = 2**30
@@ -63,9 +64,8 @@ def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
     t, d = cfg.train, cfg.data
     counts = count_by_class(model, cfg.mols.grouping)
     n = sum(counts.values())
-    config = model.config
-    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
-    hidden = getattr(config, "hidden_size", None) or config.n_embd
+    shape = model_shape(model.config)
+    layers, hidden = shape.layers, shape.width
     weight_bytes = 2 if precision == "bf16-pure" else 4
     activation_scale = 2 if precision == "fp32" else 1  # the per-token figures below are bf16's
     tokens = t.micro_batch * d.seq_len

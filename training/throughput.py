@@ -1,10 +1,8 @@
 """Throughput, model FLOPs utilisation and memory, per logging window.
 
-FLOPs per token (PaLM's appendix B, as nanoGPT): 6 N for the matrix multiplies of forward and
-backward over N parameters (the input embedding lookup excluded: it multiplies nothing), plus
-12 L d T for attention scores and values (L layers, width d = heads x head size, T tokens of
-context). MFU = achieved FLOP/s / the device's peak dense bf16 FLOP/s (table below, or
-train.peak_tflops). Gradient checkpointing recomputes the forward: MFU does not count that.
+MFU = achieved FLOP/s (FLOPs per token from models/cost.py) / the device's peak dense bf16 FLOP/s
+(table below, or train.peak_tflops). Gradient checkpointing recomputes the forward: MFU does not
+count that.
 """
 from __future__ import annotations
 
@@ -36,16 +34,6 @@ def table_peak(device_name: str) -> Optional[float]:
     """The longest table name found in `device_name` as whole words ("L4" is not in "NVIDIA L40")."""
     matches = [key for key in PEAK_BF16_TFLOPS if re.search(rf"(?<![\w]){re.escape(key)}(?![\w])", device_name)]
     return PEAK_BF16_TFLOPS[max(matches, key=len)] if matches else None
-
-
-def flops_per_token(model: torch.nn.Module, seq_len: int) -> float:
-    config = model.config
-    layers = getattr(config, "num_hidden_layers", None) or config.n_layer
-    width = getattr(config, "hidden_size", None) or config.n_embd
-    embedding = model.get_input_embeddings().weight
-    tied = model.get_output_embeddings() is not None and model.get_output_embeddings().weight is embedding
-    n = sum(p.numel() for p in model.parameters()) - (0 if tied else embedding.numel())
-    return 6 * n + 12 * layers * width * seq_len
 
 
 class Throughput:
