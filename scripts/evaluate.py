@@ -30,11 +30,7 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
 
 from configs import UserError
 from data.cache import write_json_atomic
-
-if __package__:
-    from . import export_hf
-else:  # run as a plain script: its folder is sys.path[0]
-    import export_hf
+from training.inference import embedding_rows, load_checkpoint, model_weights
 
 
 def typed_config(tree: dict):
@@ -52,10 +48,10 @@ def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: no such run directory")
-    ckpt, state = export_hf.load_checkpoint(checkpoint_path or run_dir)
+    ckpt, state = load_checkpoint(checkpoint_path or run_dir)
     cfg = typed_config(state["config"])
-    weights = export_hf.model_weights(state)
-    vocab = export_hf.embedding_rows(cfg.model.size, weights, cfg.model.overrides)
+    weights = model_weights(state)
+    vocab = embedding_rows(cfg.model.size, weights, cfg.model.overrides)
 
     try:
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)

@@ -24,11 +24,7 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
     pass
 
 from configs import UserError
-
-if __package__:
-    from . import export_hf
-else:  # run as a plain script: its folder is sys.path[0]
-    import export_hf
+from training.inference import build_inference_model, get_run_tokenizer, load_checkpoint, model_weights
 
 
 def load_model(source: Path):
@@ -44,9 +40,9 @@ def load_model(source: Path):
             raise UserError(f"{source}: cannot load it as a Hugging Face model ({type(err).__name__}: {reason})") \
                 from None
         return model.eval(), tokenizer, f"{source} ({type(model).__name__})"
-    ckpt, state = export_hf.load_checkpoint(source)
-    tokenizer = export_hf.get_run_tokenizer(state["config"])
-    model = export_hf.build_inference_model(state["config"], export_hf.model_weights(state), tokenizer)
+    ckpt, state = load_checkpoint(source)
+    tokenizer = get_run_tokenizer(state["config"])
+    model = build_inference_model(state["config"], model_weights(state), tokenizer)
     return model, tokenizer, f"{ckpt} (step {state.get('step')}, {state['config']['model']['size']})"
 
 

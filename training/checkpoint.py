@@ -42,6 +42,20 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
+def resolve(path: Path) -> Path:
+    """A checkpoint file itself, or the latest `checkpoints/step_*.pt` of a run directory; a UserError
+    naming the path otherwise (resume, evaluation, export and generation all accept either)."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    if path.is_dir():
+        found = latest_checkpoint(path / "checkpoints")
+        if found is None:
+            raise UserError(f"{path}: no checkpoints/step_*.pt in this directory (is it a run directory?)")
+        return found
+    raise UserError(f"{path}: no such run directory or checkpoint file")
+
+
 def remove_partial_saves(directory: Path) -> list[str]:
     """Delete the temporary files of saves that were killed before their rename; their descriptions."""
     removed = []

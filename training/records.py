@@ -120,11 +120,7 @@ def _choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, 
                       flush=True)
         return None, None
     if resume:
-        path = Path(resume)
-        if path.is_dir():
-            path = checkpoint.latest_checkpoint(path / "checkpoints")
-            if path is None:
-                raise UserError(f"run.resume: no checkpoint found in {resume}")
+        path = checkpoint.resolve(Path(resume))
         return path, checkpoint.load(path)
     if checkpoint.list_checkpoints(ckpt_dir) or (run_dir / "summary.json").exists():
         raise UserError(f"run directory {run_dir} already holds a run; continue it with "
