@@ -34,7 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from data.cache import atomic_path, cache_root, short_hash, write_json_atomic
+from configs import atomic_path, write_json_atomic
+from data.cache import cache_root, short_hash
 
 RECIPE_VERSION = 2
 VAL_PER_MILLE = 20  # documents whose id hashes below this (of 1000) form the validation split

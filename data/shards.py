@@ -14,6 +14,10 @@ Layout of a shard directory:
 Shard k holds rows [k * docs_per_shard, (k + 1) * docs_per_shard) of the source, in source order,
 minus blank rows, so a shard's content never depends on the number of workers or on a resume.
 
+A `Shard` is one pair of arrays (`<stem>.tokens.npy`, `<stem>.offsets.npy`): a shard of such a
+directory, and also each split of the embedded corpus's token cache (data/stream.py,
+`<corpus dir>/tokens-<fingerprint>/train.tokens.npy` ...).
+
 Reading: `ShardSet(directory)` validates the manifest against the files and memory-maps every
 shard (`np.load(mmap_mode="r")`); `ShardSet.document(i)` is random access to document i of the
 whole set (shards in order). `check_tokenizer(shards, tokenizer)` refuses shards made with another
@@ -22,7 +26,7 @@ the semantics of `data.stream._embedded_documents`.
 
 Order: epoch e of stream `seed_offset` is a pseudo-random permutation P_e of the N documents of the
 set, given by a keyed bijection (a 6-round Feistel network over the smallest even power of two
->= N, with cycle walking back into [0, N)), keys derived from `data.stream.epoch_seed(shuffle_seed,
+>= N, with cycle walking back into [0, N)), keys derived from `data.order.epoch_seed(shuffle_seed,
 seed_offset, e)`. Rank r of W takes positions r, r + W, r + 2W, ... of P_e, cut to N // W
 documents per rank (ranks stay in step and never share a document within an epoch); document k of
 rank r in epoch e is document P_e(k * W + r) of the set. P_e is computed per position, in blocks,
@@ -40,7 +44,8 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
-from data.cache import atomic_path, write_json_atomic
+from configs import atomic_path, write_json_atomic
+from data.order import check_ranks, documents_per_rank, epoch_seed
 from data.sequences import Cursor, Document
 
 FORMAT_VERSION = 1
@@ -48,7 +53,6 @@ MANIFEST = "manifest.json"
 PLAN = "plan.json"
 FEISTEL_ROUNDS = 6
 ORDER_BLOCK = 1024          # positions of a rank's order computed at once
-ENCODE_CHUNK = 2000         # documents per tokenizer call inside a shard job
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -57,6 +61,44 @@ def token_dtype(vocab_size: int) -> np.dtype:
 
 def shard_stem(k: int) -> str:
     return f"shard-{k:05d}"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Documents' token ids back to back, and where each starts: the arrays of `<stem>.tokens.npy`
+    and `<stem>.offsets.npy` (a shard of a token shard directory, or one split of the embedded
+    corpus's token cache)."""
+    tokens: np.ndarray    # all documents' ids back to back (uint16 or uint32; int32 in older embedded caches)
+    offsets: np.ndarray   # int64[documents + 1]: document j is tokens[offsets[j]:offsets[j+1]]
+
+    @classmethod
+    def from_documents(cls, ids: Sequence[np.ndarray], dtype: np.dtype) -> Shard:
+        lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
+        offsets = np.zeros(len(ids) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        tokens = np.concatenate(ids).astype(dtype, copy=False) if len(ids) else np.zeros(0, dtype)
+        return cls(tokens, offsets)
+
+    @classmethod
+    def load(cls, stem: str | Path) -> Shard:
+        """Both arrays, memory-mapped (OSError / ValueError when missing or unreadable)."""
+        return cls(np.load(f"{stem}.tokens.npy", mmap_mode="r"), np.load(f"{stem}.offsets.npy", mmap_mode="r"))
+
+    def save(self, stem: str | Path) -> None:
+        """Write both arrays, each atomically (tokens first)."""
+        for suffix, array in ((".tokens.npy", self.tokens), (".offsets.npy", self.offsets)):
+            with atomic_path(Path(f"{stem}{suffix}")) as tmp, open(tmp, "wb") as f:
+                np.save(f, array)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def document(self, j: int) -> np.ndarray:
+        return self.tokens[int(self.offsets[j]): int(self.offsets[j + 1])]
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.offsets[-1])
 
 
 # --------------------------------------------------------------------------------------------
@@ -81,23 +123,17 @@ def shard_done(directory: Path, k: int) -> dict | None:
 
 def write_shard(directory: Path, k: int, ids: Sequence[np.ndarray], dtype: np.dtype, rows: int) -> dict:
     """Write shard k from its documents' ids: the two arrays, then its json (each atomically)."""
-    lengths = np.fromiter((len(a) for a in ids), dtype=np.int64, count=len(ids))
-    offsets = np.zeros(len(ids) + 1, dtype=np.int64)
-    np.cumsum(lengths, out=offsets[1:])
-    tokens = np.concatenate(ids).astype(dtype, copy=False) if len(ids) else np.zeros(0, dtype)
-    return write_shard_arrays(directory, k, tokens, offsets, rows)
+    shard = Shard.from_documents(ids, dtype)
+    return write_shard_arrays(directory, k, shard.tokens, shard.offsets, rows)
 
 
 def write_shard_arrays(directory: Path, k: int, tokens: np.ndarray, offsets: np.ndarray, rows: int) -> dict:
     """Write shard k from its flat token array and int64 document offsets (offsets[0] = 0,
     offsets[-1] = len(tokens)): the two arrays, then its json (each atomically)."""
-    directory = Path(directory)
-    stem = shard_stem(k)
-    for suffix, array in ((".tokens.npy", tokens), (".offsets.npy", offsets)):
-        with atomic_path(directory / f"{stem}{suffix}") as tmp, open(tmp, "wb") as f:
-            np.save(f, array)
+    stem = Path(directory) / shard_stem(k)
+    Shard(tokens, offsets).save(stem)
     info = {"shard": k, "rows": rows, "documents": len(offsets) - 1, "tokens": int(offsets[-1])}
-    write_json_atomic(directory / f"{stem}.json", info)
+    write_json_atomic(stem.with_name(stem.name + ".json"), info)
     return info
 
 
@@ -106,35 +142,16 @@ def tokenize_shard(job: tuple) -> dict:
     non-string rows are dropped (as the streamed sources do)."""
     directory, k, encoder, dtype, texts = job
     kept = [t for t in texts if isinstance(t, str) and t.strip()]
-    ids: list[np.ndarray] = []
-    for s in range(0, len(kept), ENCODE_CHUNK):
-        ids += encoder.encode(kept[s: s + ENCODE_CHUNK])
-    return write_shard(Path(directory), k, ids, np.dtype(dtype), rows=len(texts))
+    return write_shard(Path(directory), k, encoder.encode_all(kept), np.dtype(dtype), rows=len(texts))
 
 
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class Shard:
-    tokens: np.ndarray    # memory-mapped
-    offsets: np.ndarray   # memory-mapped int64[documents + 1]
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def document(self, j: int) -> np.ndarray:
-        return self.tokens[int(self.offsets[j]): int(self.offsets[j + 1])]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.offsets[-1])
-
-
 class ShardSet:
     """All shards of a directory as one sequence of documents (`len`, `document(i)`, `n_tokens`:
-    the access `data.stream.TokenizedSplit` gives). Raises ValueError when the manifest is missing
+    the access one `Shard` gives). Raises ValueError when the manifest is missing
     (an unfinished pretokenize run), of another format, or disagrees with the files."""
 
     def __init__(self, directory: str | Path):
@@ -146,11 +163,11 @@ class ShardSet:
         for entry in m["shards"]:
             stem = self.directory / shard_stem(int(entry["shard"]))
             try:
-                tokens = np.load(f"{stem}.tokens.npy", mmap_mode="r")
-                offsets = np.load(f"{stem}.offsets.npy", mmap_mode="r")
+                shard = Shard.load(stem)
             except (OSError, ValueError) as err:
                 raise ValueError(f"token shards in {self.directory}: cannot read {stem.name} "
                                  f"({type(err).__name__}: {err}); re-run scripts/pretokenize.py") from None
+            tokens, offsets = shard.tokens, shard.offsets
             problems = []
             if tokens.dtype != self.dtype or tokens.ndim != 1:
                 problems.append(f"tokens are {tokens.dtype}[{tokens.ndim}d], manifest says {self.dtype}")
@@ -163,7 +180,7 @@ class ShardSet:
             if problems:
                 raise ValueError(f"token shards in {self.directory}: {stem.name} does not match the manifest: "
                                  + "; ".join(problems) + "; re-run scripts/pretokenize.py into a fresh directory")
-            self.shards.append(Shard(tokens, offsets))
+            self.shards.append(shard)
         counts = np.array([len(s) for s in self.shards], dtype=np.int64)
         self.starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)  # one int per shard
 
@@ -301,15 +318,10 @@ def shard_documents(directory: str | Path | ShardSet, start: Cursor = Cursor(), 
     rank's order and `Document.ids` the token ids (a memory-mapped slice; uint16 or uint32).
     Starting at Cursor(epoch, docs, offset) jumps straight to document `docs` of `epoch` (the
     offset is the sequence builder's business)."""
-    from data.stream import epoch_seed  # here, not at the top: data.stream may import this module
-
+    check_ranks(rank, world_size, seed_offset)
     shards = directory if isinstance(directory, ShardSet) else ShardSet(directory)
     n = len(shards)
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    per_rank = n // world_size
-    if per_rank == 0:
-        raise ValueError(f"token shards in {shards.directory} hold {n} documents: too few for {world_size} ranks")
+    per_rank = documents_per_rank(n, world_size, f"token shards in {shards.directory}")
     if start.epoch < 0 or start.docs < 0:
         raise ValueError(f"invalid cursor {start}")
     epoch, first = start.epoch, start.docs

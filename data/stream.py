@@ -3,9 +3,9 @@
 Order of the training documents, per rank:
 
 - embedded: the corpus is tokenized once per tokenizer and cached as flat .npy arrays (tokens +
-  document offsets). Each epoch is a seeded permutation of the train documents; rank r takes
-  documents r, r+W, r+2W, ... of it (the permutation is cut to a multiple of W so that ranks stay
-  in step and never share a document within an epoch).
+  document offsets: one `data.shards.Shard` per split). Each epoch is a seeded permutation of the
+  train documents; rank r takes documents r, r+W, r+2W, ... of it (the permutation is cut to a
+  multiple of W so that ranks stay in step and never share a document within an epoch).
 - local / c4 / openwebtext (streamed): `IterableDataset.shuffle(seed, buffer_size=data.shuffle_buffer)`
   then `datasets.distributed.split_dataset_by_node` (the reference harness's pipeline).
   Tokenization runs in `data.num_workers` DataLoader worker processes: the rank's stream is cut
@@ -14,10 +14,10 @@ Order of the training documents, per rank:
   main process only packs ready token arrays. Every worker reads (but does not tokenize) the
   whole stream of its rank.
 
-Epoch e of stream `seed_offset` uses shuffle seed `epoch_seed(data.shuffle_seed, seed_offset, e)`:
-exactly `data.shuffle_seed` for the first epoch of the main stream (as in the reference harness),
-a SeedSequence-derived seed otherwise, so extra streams (MoLS estimation samples, seed_offset > 0)
-and later epochs never repeat another stream's order.
+Epoch e of stream `seed_offset` uses shuffle seed `epoch_seed(data.shuffle_seed, seed_offset, e)`
+(data/order.py): exactly `data.shuffle_seed` for the first epoch of the main stream (as in the
+reference harness), a SeedSequence-derived seed otherwise, so extra streams (MoLS estimation
+samples, seed_offset > 0) and later epochs never repeat another stream's order.
 
 State: each yielded micro-batch comes with a small dict (ints and strings) that identifies the
 stream and holds the cursor (epoch, docs, offset) after the batch. `build_train_stream(...,
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from dataclasses import dataclass
 from functools import partial
 from typing import Callable, Iterator
 
@@ -38,78 +37,45 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from configs import UserError
+from configs import UserError, write_json_atomic
 from data.config import DataConfig
-from data.cache import atomic_path, write_json_atomic
 from data.embedded import load_embedded_corpus, read_texts
+from data.order import check_ranks, documents_per_rank, epoch_seed
 from data.sequences import Cursor, Document, TokenSequence, build_sequences
-from data.shards import ShardSet, check_tokenizer, shard_documents
+from data.shards import Shard, ShardSet, check_tokenizer, shard_documents, token_dtype
 from data.sources import StreamSpec, hub_spec, local_spec, open_stream, read_error
 from data.tokenizer import DocumentEncoder, tokenizer_fingerprint
 
 STATE_FORMAT = 1
 BLOCK_DOCS = 256        # documents per tokenization job of a worker
-ENCODE_CHUNK = 2000     # documents per tokenizer call when pre-tokenizing
 IGNORE_INDEX = -100
-
-
-def epoch_seed(shuffle_seed: int, seed_offset: int, epoch: int) -> int:
-    if seed_offset == 0 and epoch == 0:
-        return shuffle_seed
-    return int(np.random.SeedSequence([shuffle_seed, seed_offset, epoch]).generate_state(1)[0])
 
 
 # --------------------------------------------------------------------------------------------
 # Embedded corpus, pre-tokenized
 # --------------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
-class TokenizedSplit:
-    tokens: np.ndarray    # all documents' ids back to back (uint16 or int32, memory-mapped)
-    offsets: np.ndarray   # int64[n_docs + 1]: document i is tokens[offsets[i]:offsets[i+1]]
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
-
-    def document(self, i: int) -> np.ndarray:
-        return self.tokens[self.offsets[i]: self.offsets[i + 1]]
-
-    @property
-    def n_tokens(self) -> int:
-        return int(self.offsets[-1])
-
-
-def embedded_tokenized(encoder: DocumentEncoder, fingerprint: str) -> dict[str, TokenizedSplit]:
-    """Both splits of the embedded corpus as token arrays, tokenized on first use and cached under
-    `<corpus dir>/tokens-<tokenizer fingerprint>/` (info.json, written last, marks completion)."""
+def embedded_tokenized(encoder: DocumentEncoder, fingerprint: str) -> dict[str, Shard]:
+    """Both splits of the embedded corpus as token arrays (one Shard each: `<split>.tokens.npy`,
+    `<split>.offsets.npy`), tokenized on first use and cached under `<corpus dir>/tokens-<tokenizer
+    fingerprint>/` (info.json, written last, marks completion)."""
     corpus = load_embedded_corpus()
     directory = corpus.directory / f"tokens-{fingerprint}"
     if not (directory / "info.json").is_file():
         info = {"tokenizer": fingerprint, "documents": {}, "tokens": {}}
         for split in ("train", "val"):
-            ids = []
-            texts = read_texts(corpus.split_path(split))
-            while chunk := list(itertools.islice(texts, ENCODE_CHUNK)):
-                ids += encoder.encode(chunk)
-            lengths = np.array([len(a) for a in ids], dtype=np.int64)
-            offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-            tokens = np.concatenate(ids).astype(encoder.token_dtype) if ids else np.zeros(0, encoder.token_dtype)
-            for name, array in ((f"{split}.tokens.npy", tokens), (f"{split}.offsets.npy", offsets)):
-                with atomic_path(directory / name) as tmp, open(tmp, "wb") as f:
-                    np.save(f, array)
-            info["documents"][split] = len(ids)
-            info["tokens"][split] = int(offsets[-1])
+            shard = Shard.from_documents(encoder.encode_all(read_texts(corpus.split_path(split))),
+                                         token_dtype(encoder.vocab_size))
+            shard.save(directory / split)
+            info["documents"][split] = len(shard)
+            info["tokens"][split] = shard.n_tokens
         write_json_atomic(directory / "info.json", info)
-    return {split: TokenizedSplit(np.load(directory / f"{split}.tokens.npy", mmap_mode="r"),
-                                  np.load(directory / f"{split}.offsets.npy"))
-            for split in ("train", "val")}
+    return {split: Shard.load(directory / split) for split in ("train", "val")}
 
 
-def _embedded_documents(split: TokenizedSplit, start: Cursor, *, rank: int, world_size: int,
+def _embedded_documents(split: Shard, start: Cursor, *, rank: int, world_size: int,
                         shuffle_seed: int, seed_offset: int) -> Iterator[Document]:
-    per_rank = len(split) // world_size
-    if per_rank == 0:
-        raise UserError(f"the embedded corpus has {len(split)} documents: too few for {world_size} ranks")
+    per_rank = documents_per_rank(len(split), world_size, "the embedded corpus")
     for epoch in itertools.count(start.epoch):
         order = np.random.default_rng(epoch_seed(shuffle_seed, seed_offset, epoch)).permutation(len(split))
         mine = order[rank: per_rank * world_size: world_size]
@@ -383,14 +349,6 @@ def _cursor_from_state(state: dict, identity: dict) -> tuple[Cursor, int]:
     return cursor, taken
 
 
-def _check_ranks(rank: int, world_size: int, seed_offset: int) -> None:
-    """Caller mistakes (the config's own rules are DataConfig.validate's)."""
-    if world_size < 1 or not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} is not in [0, world_size={world_size})")
-    if seed_offset < 0:
-        raise ValueError(f"seed_offset must be >= 0, got {seed_offset}")
-
-
 def token_shards(directory: str, tokenizer, what: str) -> ShardSet:
     """A shard directory made with this run's tokenizer (a UserError naming `what` otherwise)."""
     try:
@@ -427,7 +385,7 @@ def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int
     continues right after that batch. `seed_offset` > 0 gives an independent order (extra
     samples that leave the training stream's position alone). `vocab_limit`: the model's
     vocabulary size when it is smaller than the tokenizer's (ids >= it become unk/eos)."""
-    _check_ranks(rank, world_size, seed_offset)
+    check_ranks(rank, world_size, seed_offset)
     if micro_batch < 1:
         raise ValueError(f"micro_batch must be positive, got {micro_batch}")
     encoder = DocumentEncoder(tokenizer, vocab_limit)
@@ -464,7 +422,7 @@ def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int,
     -100) are collected (or the split runs out). Cut into batches of `batch_size` (the last may
     be smaller); rank r keeps batches r, r+W, ... (it may get none when there are fewer batches
     than ranks). Every rank tokenizes the same documents, once."""
-    _check_ranks(rank, world_size, 0)
+    check_ranks(rank, world_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     encoder = DocumentEncoder(tokenizer, vocab_limit)

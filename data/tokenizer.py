@@ -13,17 +13,20 @@ token when the tokenizer defines none).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
 from pathlib import Path
+from typing import Iterable
 
 import numpy as np
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from configs import UserError
-from data.cache import atomic_path, cache_root
+from configs import UserError, atomic_path
+from data.cache import cache_root
 
 EMBEDDED_SPEC = re.compile(r"embedded-(\d+)k")
+ENCODE_CHUNK = 2000  # documents per tokenizer call when tokenizing ahead (DocumentEncoder.encode_all)
 SPECIAL_TOKENS = {"unk_token": "<unk>", "bos_token": "<s>", "eos_token": "</s>", "pad_token": "<pad>"}
 
 
@@ -164,10 +167,6 @@ class DocumentEncoder:
         else:
             self._slow_tokenizer = tokenizer
 
-    @property
-    def token_dtype(self):
-        return np.uint16 if self.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-
     def encode(self, texts: list[str]) -> list[np.ndarray]:
         if not texts:
             return []
@@ -177,6 +176,15 @@ class DocumentEncoder:
         else:
             id_lists = self._slow_tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
         return [np.asarray(ids, dtype=np.int64) for ids in id_lists]
+
+    def encode_all(self, texts: Iterable[str]) -> list[np.ndarray]:
+        """`encode` for any number of texts (an iterator is read as it goes), ENCODE_CHUNK texts
+        per tokenizer call."""
+        texts = iter(texts)
+        ids: list[np.ndarray] = []
+        while chunk := list(itertools.islice(texts, ENCODE_CHUNK)):
+            ids += self.encode(chunk)
+        return ids
 
     def limit(self, ids: np.ndarray) -> np.ndarray:
         """Map ids the model cannot embed to the replacement id."""

@@ -31,7 +31,7 @@ try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root
 except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
     pass
 
-from data.cache import write_json_atomic  # noqa: E402
+from configs import write_json_atomic  # noqa: E402
 from data.sequences import Cursor  # noqa: E402
 from data.shards import (FORMAT_VERSION, MANIFEST, ORDER_BLOCK, ShardSet, shard_documents,  # noqa: E402
                          write_shard_arrays)

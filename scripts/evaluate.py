@@ -28,8 +28,7 @@ try:  # run as a file: scripts/ is sys.path[0], so this puts the repository root
 except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): the root is there already
     pass
 
-from configs import UserError
-from data.cache import write_json_atomic
+from configs import UserError, write_json_atomic
 from training.inference import embedding_rows, load_checkpoint, model_weights
 
 

@@ -29,7 +29,7 @@ _save = torch.save
 def slow_save(obj, f, *args, **kwargs):
     _save(obj, f, *args, **kwargs)
     name = Path(f).name if isinstance(f, (str, os.PathLike)) else ""
-    if name.startswith(".step_") and name.endswith(".tmp"):  # data.cache.atomic_path's name for step_N.pt
+    if name.startswith(".step_") and name.endswith(".tmp"):  # configs.files.atomic_path's name for step_N.pt
         print(f"[slow_save_train] {name} written; sleeping {SECONDS:g} s before its rename", flush=True)
         time.sleep(SECONDS)
 

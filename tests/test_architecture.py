@@ -1,16 +1,28 @@
-"""The package layering, read from the import statements of every .py file (issue 8).
+"""The package layering and the module graph, read from the import statements of every .py file
+of the packages (issues 8 and 18).
 
-    configs  <-  data, models  <-  optimizers  <-  training      mols imports none of them;
-                 models and optimizers may import mols; optimizers read model facts from models
+    configs  <-  data, models  <-  optimizers  <-  training  <-  reproduce
+    mols imports none of them; models and optimizers may import mols; optimizers read model facts
+    from models; reproduce (the paper's sweeps and tables) sits on top: it may import every other
+    package, and none may import it
 
-Every `import` / `from ... import` counts, also those inside functions (lazy imports still tie
-the packages together) and relative ones.
+train.py, scripts/ and tests/ are outside the layering (they may import any package). Every
+`import` / `from ... import` counts, also those inside functions (lazy imports still tie the
+modules together) and relative ones. Two checks:
+
+- packages: no package imports one its layer does not allow (so no cycle between packages);
+- modules: no cycle between the files of the packages, within one package or across packages
+  (`data/stream.py` importing `data/shards.py` while `data/shards.py` imports `data/stream.py`,
+  even lazily, fails). A package's `__init__.py` is the module named like the package.
+
+A package that does not exist (yet) counts as empty: OPTIONAL lists those that may be missing.
 """
 import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training")
+PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training", "reproduce")
+OPTIONAL = {"reproduce"}  # being created; until then an empty package
 ALLOWED = {
     "configs": set(),
     "mols": set(),
@@ -18,52 +30,94 @@ ALLOWED = {
     "models": {"configs", "mols"},
     "optimizers": {"configs", "mols", "models"},
     "training": {"configs", "data", "models", "mols", "optimizers"},
+    "reproduce": {"configs", "data", "models", "mols", "optimizers", "training"},
 }
 
 
-def imported_packages(path: Path, package: str) -> dict[str, list[str]]:
-    """{imported project package: ["file:line", ...]} for one source file."""
+def source_files(package: str) -> list[Path]:
+    files = sorted((ROOT / package).rglob("*.py"))
+    assert files or package in OPTIONAL, f"no sources under {package}/"
+    return files
+
+
+def module_name(path: Path) -> str:
+    """data/stream.py -> data.stream; data/__init__.py -> data."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_statements(path: Path) -> list[tuple[int, str, list[str]]]:
+    """(line, absolute module name, the names imported from it: [] for `import x`) for every
+    import statement of one source file, lazy and relative ones included, in line order."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     module_parts = path.relative_to(ROOT).with_suffix("").parts  # e.g. ("data", "stream")
-    found: dict[str, list[str]] = {}
+    found = []
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
+            found += [(node.lineno, alias.name, []) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             if node.level:  # relative: from this module's package (an __init__'s own), `level - 1` up
                 base = list(module_parts[:-1])
                 base = base[: len(base) - (node.level - 1)]
-                names = [".".join(base + ([node.module] if node.module else []))]
+                name = ".".join(base + ([node.module] if node.module else []))
             else:
-                names = [node.module or ""]
-        else:
-            continue
-        for name in names:
-            top = name.split(".")[0]
-            if top in PACKAGES and top != package:
-                found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{node.lineno}")
+                name = node.module or ""
+            found.append((node.lineno, name, [alias.name for alias in node.names]))
+    return sorted(found, key=lambda item: item[0])
+
+
+def imported_packages(path: Path, package: str) -> dict[str, list[str]]:
+    """{imported project package: ["file:line", ...]} for one source file."""
+    found: dict[str, list[str]] = {}
+    for line, name, _ in import_statements(path):
+        top = name.split(".")[0]
+        if top in PACKAGES and top != package:
+            found.setdefault(top, []).append(f"{path.relative_to(ROOT)}:{line}")
     return found
 
 
 def package_graph() -> dict[str, dict[str, list[str]]]:
     graph: dict[str, dict[str, list[str]]] = {p: {} for p in PACKAGES}
     for package in PACKAGES:
-        files = sorted((ROOT / package).rglob("*.py"))
-        assert files, f"no sources under {package}/"
-        for path in files:
+        for path in source_files(package):
             for target, where in imported_packages(path, package).items():
                 graph[package].setdefault(target, []).extend(where)
     return graph
 
 
+def module_graph() -> tuple[dict[str, dict[str, list[str]]], dict[str, Path]]:
+    """({module: {module it imports: ["file:line", ...]}}, {module: its file}) over every file of
+    the packages. `from p import x` is an edge to the module p.x when that is a file, else to p;
+    a name that is not a file is the longest prefix that is one (`import a.b.f` -> a.b). The
+    parent packages Python initialises on the way (`data` for `from data.stream import x`) are
+    not edges: every submodule would be in a cycle with an __init__ that imports it."""
+    files = {module_name(path): path for package in PACKAGES for path in source_files(package)}
+
+    def resolve(name: str) -> str | None:
+        parts = name.split(".")
+        for end in range(len(parts), 0, -1):
+            if ".".join(parts[:end]) in files:
+                return ".".join(parts[:end])
+        return None
+
+    graph: dict[str, dict[str, list[str]]] = {m: {} for m in files}
+    for module, path in files.items():
+        for line, name, names in import_statements(path):
+            targets = {f"{name}.{n}" if f"{name}.{n}" in files else resolve(name) for n in names or [""]}
+            for target in targets - {None, module}:
+                graph[module].setdefault(target, []).append(f"{path.relative_to(ROOT)}:{line}")
+    return graph, files
+
+
 def find_cycle(graph: dict[str, dict]) -> list[str] | None:
+    """One cycle [a, b, ..., a] of a directed graph ({node: {successor: ...}}), or None."""
     state: dict[str, int] = {}  # 1: on the current path, 2: done
     path: list[str] = []
 
     def visit(node):
         state[node] = 1
         path.append(node)
-        for nxt in sorted(graph[node]):
+        for nxt in sorted(graph.get(node, {})):
             if state.get(nxt) == 1:
                 return path[path.index(nxt):] + [nxt]
             if nxt not in state:
@@ -74,12 +128,19 @@ def find_cycle(graph: dict[str, dict]) -> list[str] | None:
         state[node] = 2
         return None
 
-    for start in PACKAGES:
+    for start in sorted(graph):
         if start not in state:
             cycle = visit(start)
             if cycle:
                 return cycle
     return None
+
+
+def describe_cycle(cycle: list[str], graph: dict[str, dict[str, list[str]]], files: dict | None = None) -> str:
+    def show(node):
+        return str(files[node].relative_to(ROOT)) if files else node
+
+    return "; ".join(f"{show(a)} -> {show(b)} ({', '.join(graph[a][b][:3])})" for a, b in zip(cycle, cycle[1:]))
 
 
 def test_the_import_scanner_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
@@ -93,12 +154,43 @@ def test_the_import_scanner_sees_lazy_and_relative_imports(tmp_path, monkeypatch
     assert found["training"] == ["mols/probe.py:6"]
 
 
+def test_the_module_graph_finds_a_cycle_through_lazy_and_relative_imports(tmp_path, monkeypatch):
+    sources = {
+        "data/__init__.py": "from data.stream import run\n",
+        "data/stream.py": "import numpy\nfrom . import shards\nfrom data.cache import atomic\n",
+        "data/shards.py": "from configs import y\n\ndef f():\n    from .stream import epoch_seed\n",
+        "data/cache.py": "import os\n",
+        "configs/__init__.py": "",
+    }
+    for name, text in sources.items():
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    monkeypatch.setitem(globals(), "PACKAGES", ("configs", "data", "reproduce"))  # reproduce: missing
+    graph, files = module_graph()
+    assert graph["data"] == {"data.stream": ["data/__init__.py:1"]}
+    assert graph["data.stream"] == {"data.shards": ["data/stream.py:2"], "data.cache": ["data/stream.py:3"]}
+    assert graph["data.shards"] == {"configs": ["data/shards.py:1"], "data.stream": ["data/shards.py:4"]}
+    cycle = find_cycle(graph)
+    assert cycle == ["data.stream", "data.shards", "data.stream"]
+    assert describe_cycle(cycle, graph, files) == ("data/stream.py -> data/shards.py (data/stream.py:2); "
+                                                   "data/shards.py -> data/stream.py (data/shards.py:4)")
+    (tmp_path / "data/shards.py").write_text("from configs import y\n")
+    assert find_cycle(module_graph()[0]) is None
+
+
 def test_no_import_cycle_between_the_project_packages():
     graph = package_graph()
     cycle = find_cycle(graph)
     if cycle:
-        edges = [f"{a} -> {b} ({', '.join(graph[a][b][:3])})" for a, b in zip(cycle, cycle[1:])]
-        raise AssertionError("import cycle: " + "; ".join(edges))
+        raise AssertionError("import cycle: " + describe_cycle(cycle, graph))
+
+
+def test_no_import_cycle_between_the_modules_of_the_packages():
+    graph, files = module_graph()
+    cycle = find_cycle(graph)
+    if cycle:
+        raise AssertionError("import cycle between files: " + describe_cycle(cycle, graph, files))
 
 
 def test_mols_and_configs_import_none_of_the_other_packages():

@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 
-from configs import UserError
-from data.cache import atomic_path
+from configs import UserError, atomic_path
 
 _NAME = re.compile(r"step_(\d+)\.pt$")
-_PARTIAL = ".step_*.pt.*.tmp"  # data.cache.atomic_path's temporary name for step_N.pt
+_PARTIAL = ".step_*.pt.*.tmp"  # configs.files.atomic_path's temporary name for step_N.pt
 GIB = 2**30
 
 

@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from configs import UserError
-from data.cache import write_json_atomic, write_text_atomic
+from configs import UserError, write_json_atomic, write_text_atomic
 from training import checkpoint, distributed
 
 PACKAGES = ("torch", "transformers", "datasets", "tokenizers", "bitsandbytes", "galore-torch",
