@@ -1,4 +1,6 @@
-"""build_optimizer: one torch Optimizer for any method, with MoLS-ready param groups.
+"""One builder per method: (cfg, typed options, model, named input groups) -> a torch Optimizer with
+MoLS-ready param groups. optimizers/methods.py lists them, one record per method, and its
+build_optimizer picks the builder for `optimizer.name`.
 
 Every returned group carries
   module_class  the class of the input group it came from (what MoLS scales),
@@ -10,17 +12,14 @@ full-rank); each piece keeps the input group's module_class.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
-import dataclasses
-
-from configs import ConfigError
 from optimizers.combined import CombinedOptimizer
-from optimizers.config import OptimizerConfig
-from optimizers.shapes import default_rank, is_hidden_matrix, model_dims, model_problems, unwrap_model
+from optimizers.shapes import is_hidden_matrix, model_dims, projection_rank, unwrap_model
 
 
 @dataclass
@@ -41,7 +40,7 @@ class InputGroup:
         return first, rest
 
 
-def _named_input_groups(model: torch.nn.Module, groups: list[dict]) -> list[InputGroup]:
+def named_input_groups(model: torch.nn.Module, groups: list[dict]) -> list[InputGroup]:
     """The input groups with names; every trainable parameter must be in exactly one of them."""
     name_of = {id(p): n for n, p in unwrap_model(model).named_parameters()}
     seen: dict[int, str] = {}
@@ -85,7 +84,7 @@ def _on_cuda(model: torch.nn.Module) -> bool:
     return next(model.parameters()).device.type == "cuda"
 
 
-def _adam_family(cls, role: str):
+def adam_family(cls, role: str):
     def build(cfg, options, model, groups):
         return cls([_group(g, cfg.lr, role) for g in groups], lr=cfg.lr, betas=tuple(cfg.betas),
                    eps=cfg.eps, weight_decay=cfg.weight_decay, amsgrad=options.amsgrad,
@@ -93,20 +92,20 @@ def _adam_family(cls, role: str):
     return build
 
 
-def _build_nadam(cfg, options, model, groups):
+def build_nadam(cfg, options, model, groups):
     return torch.optim.NAdam([_group(g, cfg.lr, "nadam") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas),
                              eps=cfg.eps, weight_decay=cfg.weight_decay,
                              momentum_decay=options.momentum_decay,
                              decoupled_weight_decay=options.decoupled_weight_decay)
 
 
-def _build_lamb(cfg, options, model, groups):
+def build_lamb(cfg, options, model, groups):
     from pytorch_optimizer import Lamb
     return Lamb([_group(g, cfg.lr, "lamb") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                 weight_decay=cfg.weight_decay, **dataclasses.asdict(options))
 
 
-def _build_muon(cfg, options, model, groups):
+def build_muon(cfg, options, model, groups):
     """torch.optim.Muon on the hidden 2-D matrices, AdamW on embeddings, head, norms and biases."""
     adamw_lr = cfg.lr * options.adamw_lr_ratio
     muon_groups, adamw_groups = [], []
@@ -127,7 +126,7 @@ def _build_muon(cfg, options, model, groups):
     return CombinedOptimizer(parts)
 
 
-def _build_adam_mini(cfg, options, model, groups):
+def build_adam_mini(cfg, options, model, groups):
     """Adam-mini builds its own groups (one per tensor, partitioned by name); they are tagged after."""
     from adam_mini import Adam_mini
     dims = model_dims(model)
@@ -178,25 +177,25 @@ def _low_rank_groups(cfg, groups, low_rank_settings: dict, rank: int, name: str)
     return out
 
 
-def _build_galore(cfg, options, model, groups):
+def build_galore(cfg, options, model, groups):
     from galore_torch import GaLoreAdamW
-    rank = options.rank or default_rank(model)
+    rank = projection_rank(options, model)
     settings = {k: getattr(options, k) for k in ("update_proj_gap", "scale", "proj_type")}
     # eps is passed explicitly: GaLoreAdamW's own default is 1e-6, not the paper's 1e-8.
     return GaLoreAdamW(_low_rank_groups(cfg, groups, settings, rank, "galore"), lr=cfg.lr, betas=tuple(cfg.betas),
                        eps=cfg.eps, weight_decay=cfg.weight_decay, no_deprecation_warning=True)
 
 
-def _build_apollo(cfg, options, model, groups):
+def build_apollo(cfg, options, model, groups):
     from apollo_torch import APOLLOAdamW
-    rank = options.rank or default_rank(model)
+    rank = projection_rank(options, model)
     settings = {k: getattr(options, k) for k in ("update_proj_gap", "scale", "proj_type", "proj", "scale_type")}
     return APOLLOAdamW(_low_rank_groups(cfg, groups, settings, rank, "apollo"), lr=cfg.lr, betas=tuple(cfg.betas),
                        eps=cfg.eps, weight_decay=cfg.weight_decay, scale_front=options.scale_front,
                        disable_nl=not options.norm_growth_limiter)
 
 
-def _bitsandbytes(class_name: str):
+def bitsandbytes_adam(class_name: str):
     def build(cfg, options, model, groups):
         import bitsandbytes
         cls = getattr(bitsandbytes.optim, class_name)
@@ -209,13 +208,13 @@ def _bitsandbytes(class_name: str):
     return build
 
 
-def _build_lion(cfg, options, model, groups):
+def build_lion(cfg, options, model, groups):
     from pytorch_optimizer import Lion
     return Lion([_group(g, cfg.lr, "lion") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas),
                 weight_decay=cfg.weight_decay)
 
 
-def _build_adafactor(cfg, options, model, groups):
+def build_adafactor(cfg, options, model, groups):
     """pytorch_optimizer's AdaFactor with an explicit lr: no relative step, no parameter scaling.
 
     These are the reference harness's Adafactor settings (transformers' Adafactor with
@@ -232,43 +231,9 @@ def _build_adafactor(cfg, options, model, groups):
                      scale_parameter=False, warmup_init=False, momentum_dtype=torch.float32)
 
 
-def _build_soap(cfg, options, model, groups):
+def build_soap(cfg, options, model, groups):
     """pytorch_optimizer's SOAP (Adam in Shampoo's eigenbasis), the paper's Table 14 baseline."""
     from pytorch_optimizer import SOAP
     return SOAP([_group(g, cfg.lr, "soap") for g in groups], lr=cfg.lr, betas=tuple(cfg.betas), eps=cfg.eps,
                 weight_decay=cfg.weight_decay, precondition_frequency=options.precondition_frequency,
                 max_precondition_dim=options.max_precondition_dim)
-
-
-BUILDERS: dict[str, Callable] = {
-    "adamw": _adam_family(torch.optim.AdamW, "adamw"),
-    "adam": _adam_family(torch.optim.Adam, "adam (L2 weight decay)"),
-    "nadam": _build_nadam,
-    "lamb": _build_lamb,
-    "muon": _build_muon,
-    "adam_mini": _build_adam_mini,
-    "galore": _build_galore,
-    "apollo": _build_apollo,
-    "adam8bit": _bitsandbytes("Adam8bit"),
-    "adamw8bit": _bitsandbytes("AdamW8bit"),
-    "lion": _build_lion,
-    "adafactor": _build_adafactor,
-    "soap": _build_soap,
-}
-
-
-def build_optimizer(cfg: OptimizerConfig, model: torch.nn.Module, groups: list[dict]) -> torch.optim.Optimizer:
-    """One optimizer for `cfg.name` over `groups` (from mols.groups.param_groups(model, grouping)).
-
-    `cfg` as loaded by training.config.load_config is validated already; a hand-made one is
-    validated here. What only the model can tell (a rank above a matrix side) is checked here."""
-    if not dataclasses.is_dataclass(cfg.options):
-        problems = cfg.validate()
-        if problems:
-            raise ConfigError(problems)
-    problems = model_problems(cfg.name, cfg.options, model)
-    if problems:
-        raise ConfigError(problems)
-    optimizer = BUILDERS[cfg.name](cfg, cfg.options, model, _named_input_groups(model, groups))
-    optimizer.mols_method = cfg.name  # export_state records it; import_state checks it
-    return optimizer

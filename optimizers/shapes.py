@@ -9,7 +9,7 @@ import torch
 
 from models.cost import model_shape
 from mols.groups import base_class
-from optimizers.config import LOW_RANK_METHODS, PAPER_RANKS
+from optimizers.options import PAPER_RANKS, LowRankOptions
 
 # Classes whose 2-D weights are the "hidden matrices" of a transformer block: what Muon
 # orthogonalises and GaLore/APOLLO project (their papers target attention and MLP linears).
@@ -58,11 +58,17 @@ def default_rank(model: torch.nn.Module) -> int:
     return max(1, min(rank, smallest_side))
 
 
+def projection_rank(options: LowRankOptions, model: torch.nn.Module) -> int:
+    """The rank GaLore/APOLLO project with: optimizer.options.rank, or the default for this model."""
+    return options.rank or default_rank(model)
+
+
 def model_problems(method: str, options, model: torch.nn.Module) -> list[str]:
     """What a method's options cannot do with this model (GaLore/APOLLO rank, Adam-mini's dimensions)."""
+    low_rank = isinstance(options, LowRankOptions)
     options = dataclasses.asdict(options)
     problems = []
-    if method in LOW_RANK_METHODS:
+    if low_rank:
         matrices = hidden_matrices(model)
         rank = options.get("rank")
         if not matrices:

@@ -1,14 +1,17 @@
-"""Every cell of the paper's Tables 1, 3 and 6, composed as scripts/sweep.py composes it, resolves to
+"""Every cell of the paper's Tables 1, 3 and 6, composed as `python -m reproduce run` composes it, resolves to
 the paper's settings. The expected numbers are transcribed here from the paper (Tables 8, 9, 10 and
 Appendix A) independently of configs/paper/, so a typo in the YAML fails a test."""
 from pathlib import Path
 
 import pytest
 
+from models import SIZES
+from reproduce import paper
+from reproduce.cli import main as reproduce
+from reproduce.jobs import Variant, build_jobs, experiment_jobs
+from training.config import load_config
+
 ROOT = Path(__file__).resolve().parents[1]
-from scripts import sweep  # noqa: E402
-from training.config import load_config  # noqa: E402
-from models import SIZES  # noqa: E402
 
 # Table 10 (hidden, intermediate, heads, layers, steps); 1B as GaLore's config (32 heads, 24
 # layers) because the paper's 24 heads cannot divide 2048.
@@ -31,7 +34,7 @@ def by_size(*rates):
     return dict(zip(LLAMA, rates))
 
 
-# Tables 8 and 9, keyed like the sweep's rows. Table 8's "Adam (8-bit)" is Adam up to 1B and
+# Tables 8 and 9, keyed like the grid's rows. Table 8's "Adam (8-bit)" is Adam up to 1B and
 # 8-bit Adam at 3B/7B.
 PAPER_LR = {
     "adam": by_size(5e-3, 1e-3, 1e-3, 5e-4),
@@ -52,7 +55,7 @@ NEAREST_LLAMA = {"gpt2_125m": "llama_130m", "gpt2_355m": "llama_350m", "qwen2_35
 OPTIMIZER_OF_METHOD = {"adam": "adamw", "adam8bit": "adam8bit", "nadam": "nadam", "lamb": "lamb", "muon": "muon",
                        "adam_mini": "adam_mini", "galore": "galore", "apollo": "apollo"}
 
-# GPUs per job in the sweep presets: one 8-GPU node, two for Table 3.
+# GPUs per job in the experiments' grids: one 8-GPU node, two for Table 3.
 PROCESSES = {"1": 8, "3": 16, "6": 8}
 
 
@@ -60,12 +63,12 @@ MAIN_TABLES = ("1", "3", "6")
 
 
 def table_cells():
-    for table, spec in sweep.paper_tables().items():
+    for table, spec in paper.tables().items():
         if table not in MAIN_TABLES:
             continue
         for row in spec["rows"]:
             for model in spec["models"]:
-                yield pytest.param(table, model, sweep.Variant(row["method"], row["mols"]),
+                yield pytest.param(table, model, Variant(row["method"], row["mols"]),
                                    id=f"table{table}-{model}-{row['label']}")
 
 
@@ -75,8 +78,8 @@ def compose():
 
     def composed(table, model, variant):
         if (table, model, variant) not in cache:
-            (job,) = sweep.build_jobs(name=f"table{table}", models=[model], variants=[variant], lrs="paper",
-                                      seeds=[0], out_dir="runs/paper")
+            (job,) = build_jobs(name=f"table{table}", models=[model], variants=[variant], lrs="paper",
+                                seeds=[0], out_dir="runs/paper")
             cache[(table, model, variant)] = load_config([ROOT / c for c in job.configs], job.overrides)
         return cache[(table, model, variant)]
     return composed
@@ -107,6 +110,7 @@ def test_cell_resolves_to_the_paper_settings(compose, table, model, variant):
     size = SIZES[model]
     assert (size.hidden, size.intermediate, size.heads, size.layers) == (hidden, intermediate, heads, layers)
     assert cfg.train.global_batch % (PROCESSES[table] * cfg.train.micro_batch) == 0
+    assert paper.preset(table).nodes * 8 == PROCESSES[table]
 
     # Tables 8 and 9: the learning rate (nearest LLaMA size for Table 6's models)
     paper_size = NEAREST_LLAMA.get(model, model)
@@ -122,7 +126,7 @@ def test_cell_resolves_to_the_paper_settings(compose, table, model, variant):
 
 
 def test_mols_overlay_is_the_papers_rule(compose):
-    cfg = compose("1", "llama_60m", sweep.Variant("adam", True))
+    cfg = compose("1", "llama_60m", Variant("adam", True))
     # 16,384 = 32 iterations of 512: Table 12's row that equals Table 1's 130M Adam+MoLS (21.94)
     assert cfg.mols.samples == 16384 and cfg.mols.reference == "vo" and cfg.mols.estimator == "mean"
     assert cfg.mols_estimate_step == 100  # 1% of 10K steps
@@ -133,14 +137,14 @@ def test_mols_overlay_is_the_papers_rule(compose):
 
 
 def test_low_rank_methods_use_table_9_scales(compose):
-    galore = compose("1", "llama_350m", sweep.Variant("galore", False)).optimizer.options
-    apollo = compose("1", "llama_350m", sweep.Variant("apollo", False)).optimizer.options
+    galore = compose("1", "llama_350m", Variant("galore", False)).optimizer.options
+    apollo = compose("1", "llama_350m", Variant("apollo", False)).optimizer.options
     assert galore.scale == 0.25 and galore.update_proj_gap == 200
     assert apollo.scale == 1.0 and apollo.scale_type == "channel" and apollo.proj == "random"
 
 
 def test_learning_rates_file_is_tables_8_and_9():
-    rates = sweep.paper_learning_rates()
+    rates = paper.learning_rates_file()
     assert rates["search_grid"] == [1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 1e-2]
     for key, sizes in rates["learning_rates"].items():
         for model, lr in sizes.items():
@@ -148,7 +152,7 @@ def test_learning_rates_file_is_tables_8_and_9():
 
 
 def test_paper_results_match_the_spec():
-    tables = sweep.paper_tables()
+    tables = paper.tables()
     adam_mols = next(r for r in tables["1"]["rows"] if r["label"] == "Adam+MoLS")
     assert adam_mols["ppl"] == {"llama_60m": 28.48, "llama_130m": 21.94, "llama_350m": 16.41, "llama_1b": 13.45}
     seven_b = next(r for r in tables["3"]["rows"] if r["label"] == "8-bit Adam+MoLS")["ppl"]["llama_7b"]
@@ -166,9 +170,11 @@ PAPER = ROOT / "configs" / "paper"
 
 
 def compose_row(table: str, label: str, model: str):
-    row = next(r for r in sweep.paper_tables()[table]["rows"] if r["label"] == label)
-    job = sweep.build_jobs(name=f"t{table}", models=[model], variants=[sweep.Variant.from_row(row)],
-                           lrs="paper", seeds=[0], out_dir="runs/paper")[0]  # a row's first learning rate
+    """A row of a table at one model as its experiment runs it: with the overlays of the
+    experiment's grid (e.g. Figure 4's seq_len_1024.yaml); a row's first learning rate."""
+    row = next(r for r in paper.tables()[table]["rows"] if r["label"] == label)
+    job = experiment_jobs(table, name=f"t{table}", models=[model], variants=[Variant.from_row(row)],
+                          lrs="paper", seeds=[0], out_dir="runs/paper")[0]
     return load_config([ROOT / c for c in job.configs], job.overrides), job
 
 
@@ -190,7 +196,7 @@ NAMED_SIZES = {"gpt2_125m": 124.4e6, "gpt2_355m": 354.8e6, "qwen2_350m": 360.0e6
 @pytest.mark.parametrize("model", sorted(NAMED_SIZES))
 def test_table_6_models_have_their_named_sizes_and_no_unreachable_rows(compose, model):
     from models import build_model
-    cfg = compose("6", model, sweep.Variant("adam", False))
+    cfg = compose("6", model, Variant("adam", False))
     size = SIZES[model]
     params = sum(p.numel() for p in build_model(model, device="meta").parameters())
     assert params == pytest.approx(NAMED_SIZES[model], rel=0.002)
@@ -207,7 +213,7 @@ def test_model_overlays_say_which_token_budget_they_follow():
 
 
 def test_low_rank_ranks_are_attributed_to_galore():
-    from optimizers.config import PAPER_RANKS
+    from optimizers.options import PAPER_RANKS
     assert PAPER_RANKS == {512: 128, 768: 256, 1024: 256, 2048: 512}  # GaLore's table
     text = (PAPER / "methods/apollo.yaml").read_text()
     assert "rank: null" in text and "GaLore" in text and "APOLLO's own settings" not in text.replace("not APOLLO's own settings", "")
@@ -231,7 +237,7 @@ def test_table_7_groupings_and_references(label):
 
 
 def test_table_12_samples():
-    rows = sweep.paper_tables()["12"]["rows"]
+    rows = paper.tables()["12"]["rows"]
     samples = [compose_row("12", r["label"], "llama_130m")[0].mols.samples for r in rows]
     assert samples == [2048, 4096, 8192, 16384, 32768]
     assert [r["ppl"]["llama_130m"] for r in rows] == [21.99, 22.04, 21.96, 21.94, 21.93]
@@ -239,11 +245,11 @@ def test_table_12_samples():
 
 
 def test_table_14_values_and_runnable_rows():
-    rows = {r["label"]: r for r in sweep.paper_tables()["14"]["rows"]}
+    rows = {r["label"]: r for r in paper.tables()["14"]["rows"]}
     assert rows["SOAP"]["ppl"] == {"llama_60m": 29.02, "llama_130m": 22.59, "llama_350m": 17.03, "llama_1b": 14.62}
     assert rows["Lion"]["ppl"]["llama_350m"] == 21.25 and rows["Adafactor"]["ppl"]["llama_1b"] == 15.19
     assert [label for label, r in rows.items() if r.get("run", True)] == ["SOAP", "Lion", "Adafactor"]
-    table1 = {r["label"]: r["ppl"] for r in sweep.paper_tables()["1"]["rows"]}
+    table1 = {r["label"]: r["ppl"] for r in paper.tables()["1"]["rows"]}
     for label, ppl in table1.items():
         assert rows[label]["ppl"] == ppl
 
@@ -252,12 +258,17 @@ def test_figure_3_hand_tuned_multipliers_are_fixed_and_ramped():
     cfg, job = compose_row("figure3", "hand: MLP x2, others x4", "llama_130m")
     assert cfg.mols.enabled and cfg.mols.fixed_multipliers == {"mlp": 2.0, "emb": 4.0, "head": 4.0}
     assert cfg.optimizer.lr == pytest.approx(1e-3)  # the first lr_base of the row
-    assert sweep.paper_tables()["figure3"]["paper_best_hand_tuned"] == 3.074
+    assert paper.tables()["figure3"]["paper_best_hand_tuned"] == 3.074
 
 
 def test_experiment_overlays():
-    fig4, _ = compose_row("figure4", "Adam", "llama_130m")
-    assert fig4.data.seq_len == 256  # the preset adds seq_len_1024.yaml to every job
+    fig4, job = compose_row("figure4", "Adam", "llama_130m")
+    assert fig4.data.seq_len == 1024 and fig4.train.micro_batch == 32  # the grid adds seq_len_1024.yaml
+    assert job.configs[-1] == "configs/paper/experiments/seq_len_1024.yaml"
+    fig2, _ = compose_row("figure2", "Adam", "llama_60m")
+    assert fig2.data.source == "openwebtext"
+    fig5, _ = compose_row("figure5", "Adam", "llama_130m")
+    assert fig5.train.steps == 100_000
     assert load_config([PAPER / "base.yaml", PAPER / "models/llama_130m.yaml", PAPER / "methods/adam.yaml",
                         PAPER / "experiments/seq_len_1024.yaml"], []).data.seq_len == 1024
     fig7, _ = compose_row("figure7", "LLaMA-60M on OpenWebText", "llama_60m")
@@ -271,18 +282,15 @@ ENTRY_POINTS = {"table7": 5, "table12": 5, "table13": 4, "table14": 84, "figure1
                 "figure3": 13, "figure4": 5, "figure5": 5, "figure7": 2}
 
 
-@pytest.mark.parametrize("script", sorted(ENTRY_POINTS))
-def test_entry_point_dry_run(script, tmp_path, capsys):
-    import importlib
-    module = importlib.import_module(f"scripts.{script}")
-    assert module.main(["--dry-run", "--mode", "local", "--out-dir", str(tmp_path)]) == 0
+@pytest.mark.parametrize("experiment", sorted(ENTRY_POINTS))
+def test_experiment_dry_run(experiment, tmp_path, capsys):
+    assert reproduce(["run", experiment, "--dry-run", "--mode", "local", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert f"{ENTRY_POINTS[script]} jobs" in out and "train.py" in out
+    assert f"{ENTRY_POINTS[experiment]} jobs" in out and "train.py" in out
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
-@pytest.mark.parametrize("table, jobs", [("1", 252), ("3", 70), ("6", 105)])
-def test_lr_search_presets(table, jobs, capsys):
-    from scripts import lr_search
-    assert lr_search.main(["--table", table, "--dry-run", "--mode", "local"]) == 0
+@pytest.mark.parametrize("experiment, jobs", [("lr_search", 252), ("lr_search_3", 70), ("lr_search_6", 105)])
+def test_lr_search_presets(experiment, jobs, capsys):
+    assert reproduce(["run", experiment, "--dry-run", "--mode", "local"]) == 0
     assert f"{jobs} jobs" in capsys.readouterr().out

@@ -21,33 +21,9 @@ from configs import UserError
 from models import build_model
 from models.cost import model_shape
 from mols import count_by_class
+from optimizers import estimate_state_bytes
 
 GIB = 2**30
-
-# Optimizer state in bytes per parameter (fp32 moments unless said): what each method keeps.
-STATE_BYTES = {
-    "adamw": 8, "adam": 8, "nadam": 8, "lamb": 8, "lion": 4,
-    "adam8bit": 2, "adamw8bit": 2,    # two 8-bit moments (small tensors stay fp32: ignored)
-    "adam_mini": 4,                   # one fp32 moment; one second moment per block (negligible)
-    "muon": 4,                        # momentum for matrices; its AdamW part is counted below
-    "galore": 8, "apollo": 8,         # full-rank part; the low-rank part is counted below
-    "adafactor": 0.1,                 # factored second moment (no momentum by default)
-}
-
-
-def _optimizer_state_bytes(cfg, model, counts: dict) -> float:
-    name = cfg.optimizer.name
-    total = sum(counts.values())
-    hidden = counts.get("qk", 0) + counts.get("vo", 0) + counts.get("mlp", 0)
-    if name == "muon":   # Muon's momentum on hidden matrices, AdamW's two moments on the rest
-        return 4 * hidden + 8 * (total - hidden)
-    if name in ("galore", "apollo"):  # moments of (rank x n) projections of each hidden matrix
-        rank = getattr(cfg.optimizer.options, "rank", None) or 256
-        low = sum(rank * max(p.shape) for n, p in model.named_parameters()
-                  if p.ndim == 2 and any(k in n for k in ("proj", "c_attn", "c_fc", "c_proj")) and min(p.shape) > rank)
-        return 8 * (total - hidden) + 8 * low
-    return STATE_BYTES.get(name, 8) * total
-
 
 def _tokenizer_size(spec: str) -> int:
     """The tokenizer's size without loading it: embedded-<N>k has N*1000 ids; otherwise t5-base's
@@ -74,7 +50,9 @@ def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
     else:
         activations = layers * tokens * hidden * 34
     memory = {"weights": weight_bytes * n, "gradients": weight_bytes * n,
-              "optimizer state": _optimizer_state_bytes(cfg, model, counts),
+              # from the model's shapes, as build_optimizer would build it (bf16-pure: bf16 state)
+              "optimizer state": estimate_state_bytes(cfg.optimizer, model,
+                                                      torch.bfloat16 if precision == "bf16-pure" else None),
               "activations": activations * activation_scale,
               "logits": tokens * vocab * (2 if precision != "fp32" else 4) + min(tokens, 8192) * vocab * 4}
     if precision == "bf16-mixed":  # autocast's bf16 copies of the weights, kept for the backward
