@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one short GPU slot should tell us, measured in one process and within a time budget.
 
-On the GPU machine (one H100/H200, no network; wheels in .whl/ as /work/shared/GPU.md says), from
+On the GPU machine (one H100/H200, no network; wheels in .whl/, fetched as docs/performance.md says), from
 the repository root, as ONE command (about 6-7 minutes; it stops by itself inside --budget-s):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site:$PWD || exit; python3 scripts/gpu_report.py --out "$OUT"
@@ -74,9 +74,9 @@ import traceback  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-import train  # noqa: E402  (forward_backward: train.py's own micro-batch loop)
+import train  # noqa: E402  (take_update and forward_backward: train.py's own update)
 from data import get_tokenizer  # noqa: E402
-from data.cache import write_json_atomic, write_text_atomic  # noqa: E402
+from configs import write_json_atomic, write_text_atomic  # noqa: E402
 from data.embedded import read_texts  # noqa: E402
 from data.sequences import Document, build_sequences  # noqa: E402
 from data.stream import collate  # noqa: E402
@@ -85,6 +85,7 @@ from models import mean_loss  # noqa: E402
 from mols import MoLS, GradientMoments, classify, measure_module_snr, param_groups  # noqa: E402
 from optimizers import build_optimizer, optimizer_state_bytes  # noqa: E402
 from optimizers.schedule import lr_factor  # noqa: E402
+from training.faults import StopRequests  # noqa: E402
 from training.config import Config, load_config  # noqa: E402
 from training.evaluation import evaluate, to_device  # noqa: E402
 from training.precision import prepare_model  # noqa: E402
@@ -158,25 +159,20 @@ def prepare(cfg: Config, tokenizer_size: int, device: torch.device):
     return model, precision, autocast
 
 
+NO_SIGNALS = StopRequests(signals=())  # the report installs no signal handlers: its watchdog ends it
+
+
 def train_step(model, optimizer, micro_batches: list[dict], device: torch.device, autocast, *,
-               grad_clip: float = 1.0, train_model=None):
-    """One update as train.py's loop does it: forward_backward over the micro-batches (its own
-    function), the gradient norm, clipping with that norm, optimizer.step, zero_grad. Returns the
-    mean loss and the norm as device tensors (no sync). The learning rate is the caller's."""
+               lr_factor: float = 1.0, grad_clip: float = 1.0, train_model=None):
+    """One update exactly as train.py's loop takes it (train.take_update: learning rate, forward and
+    backward, gradient norm, the step's one host sync, clipping, step, zero_grad). Returns the mean
+    loss and the norm as device tensors."""
     stepped = model if train_model is None else train_model
-    loss_total, targets = train.forward_backward(stepped, micro_batches, 1, device, autocast)
-    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    if grad_clip > 0:
-        torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, grad_norm)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return loss_total / targets, grad_norm
-
-
-def set_lr(optimizer, step: int, total: int, warmup: int) -> None:
-    factor = lr_factor(step, total_steps=total, warmup_steps=warmup, min_ratio=0.1)
-    for group in optimizer.param_groups:
-        group["lr"] = group["base_lr"] * factor
+    update = train.take_update(model, stepped, optimizer, micro_batches, lr_factor=lr_factor, grad_clip=grad_clip,
+                               world_size=1, device=device, autocast=autocast, stops=NO_SIGNALS)
+    if update.nonfinite:  # no step was taken; the caller sees the non-finite loss
+        optimizer.zero_grad(set_to_none=True)
+    return update.loss_total / update.targets, update.grad_norm
 
 
 def gradients(model, batch: dict, device: torch.device, autocast) -> dict[str, torch.Tensor]:
@@ -232,9 +228,9 @@ def loss_curve(cfg: Config, tokenizer_size: int, device: torch.device, batches: 
     val_before, _ = evaluate(model, val_batches, device, autocast)
     losses = []
     for step in range(steps):
-        set_lr(optimizer, step, steps, warmup)
+        factor = lr_factor(step, total_steps=steps, warmup_steps=warmup, min_ratio=0.1)
         loss, _ = train_step(model, optimizer, [batches[step % len(batches)]], device, autocast,
-                             grad_clip=cfg.train.grad_clip)
+                             lr_factor=factor, grad_clip=cfg.train.grad_clip)
         losses.append(float(loss))
     val_after, _ = evaluate(model, val_batches, device, autocast)
     return {"precision": precision, "train_loss": losses, "val_loss_before": val_before, "val_loss_after": val_after}

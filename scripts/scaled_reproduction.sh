@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 OUT_DIR=${1:-runs}
 PYTHON=${PYTHON:-.venv/bin/python}
 sweep() {
-    "$PYTHON" scripts/sweep.py --name scaled --base configs/scaled.yaml --models llama_tiny --mols both \
+    "$PYTHON" -m reproduce run --name scaled --base configs/scaled.yaml --models llama_tiny --mols both \
         --out-dir "$OUT_DIR" --mode local --set run.wandb.mode=disabled \
         --set mols.samples=256 --set mols.micro_batch=8 "$@"  # mols.yaml says 2048: too many here
 }
@@ -23,4 +23,4 @@ sweep --methods lamb,galore,apollo --lrs 1e-2 --seeds 0,1,2
 # the extra baselines (Table 3's 8-bit Adam, Table 14's Lion and Adafactor), one seed
 sweep --methods adam8bit,adafactor --lrs 5e-3 --seeds 0
 sweep --methods lion --lrs 5e-4 --seeds 0
-"$PYTHON" scripts/results.py "$OUT_DIR/scaled" --plot "$OUT_DIR/scaled/curves.png"
+"$PYTHON" -m reproduce results "$OUT_DIR/scaled" --plot "$OUT_DIR/scaled/curves.png"

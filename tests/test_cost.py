@@ -5,7 +5,7 @@ import pytest
 import train
 from models import build_model
 from models.cost import Shape, flops_per_token, model_shape, parameters
-from scripts import sweep
+from reproduce.cost import job_cost
 from training.config import load_config
 
 
@@ -31,7 +31,7 @@ def test_mfu_and_gpu_hours_use_the_same_flops():
     assert train.flops_per_token is flops_per_token
     cfg = load_config(["configs/paper/base.yaml", "configs/paper/models/llama_60m.yaml",
                        "configs/paper/methods/adam.yaml"])
-    cost = sweep.job_cost(cfg)
+    cost = job_cost(cfg)
     per_token = flops_per_token(build_model("llama_60m", 32000, device="meta"), cfg.data.seq_len)
     tokens = cfg.train.steps * cfg.train.global_batch * cfg.data.seq_len
     assert cost.flops == pytest.approx(tokens * per_token, rel=1e-12)

@@ -6,7 +6,9 @@ names a file that exists; a script called directly (not through python/bash/torc
 line and the executable bit; every Python entry point answers `--help` with exit 0, from another
 directory, with the project NOT installed (its scripts put the repository root on sys.path
 themselves), writing nothing; every `--flag` a command passes is one its script's --help lists;
-every make target exists.
+every make target exists. A `python -m reproduce SUBCOMMAND ...` command (run from the repository
+root) names a subcommand whose --help answers, lists every flag the command passes, and, for
+`run EXPERIMENT`, names an experiment of configs/paper/experiments.yaml.
 
 And no file is executable without a `#!` line: the shell runs such a file as a shell script, and
 the backticks of a Python docstring run the script again, endlessly (a fork bomb).
@@ -28,6 +30,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 PROJECT_PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training")
+PROJECT_MODULES = ("reproduce",)  # run as `python -m NAME` from the repository root
 NOT_ENTRY_POINTS = {"__init__.py", "_repo_root.py"}  # library modules of scripts/: must not be executable
 SEPARATORS = {";", "&&", "||", "|", "&"}
 HELP_TIMEOUT = 300  # all the --help runs together (one process; 60 s each at most)
@@ -36,11 +39,12 @@ HELP_TIMEOUT = 300  # all the --help runs together (one process; 60 s each at mo
 @dataclass(frozen=True)
 class Call:
     where: str          # README.md:123
-    script: str         # repo-relative path, e.g. scripts/table1.py
+    script: str         # repo-relative path, e.g. scripts/pretokenize.py
     direct: bool        # run as a program (needs `#!` and the x bit), not through python/bash/torchrun
     args: tuple[str, ...]
     written: str = ""   # the script as the command spells it (train.py, ./train.py, scripts/x.py)
     inline: bool = False  # an inline `code span` in prose, not a line of a code block
+    module: str = ""    # `python -m MODULE ...` of a project module (script: its folder)
 
 
 def _code_lines(path: Path):
@@ -88,7 +92,7 @@ def _repo_script(token: str) -> str | None:
     if token.startswith(("scripts/", ".ci/")) or token == "train.py":
         return token
     if "/" not in token and token.endswith((".py", ".sh")) and (ROOT / "scripts" / token).is_file():
-        return f"scripts/{token}"  # a docs table's shorthand: `plot_ablation.py --table 12`
+        return f"scripts/{token}"  # a docs table's shorthand: `pretokenize.py --workers 8`
     return None
 
 
@@ -101,7 +105,7 @@ def _calls_in(tokens: list[str], where: str, inline: bool):
         else:
             current.append(token)
     commands.append(current)
-    mention = inline and len(tokens) == 1  # `scripts/sweep.py` named in prose: exists, not a call
+    mention = inline and len(tokens) == 1  # `scripts/pretokenize.py` named in prose: exists, not a call
     for words in commands:
         while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=\S*", words[0]):  # VAR=value prefixes
             words = words[1:]
@@ -111,6 +115,9 @@ def _calls_in(tokens: list[str], where: str, inline: bool):
         if head == "make":
             yield "make", where, tuple(w for w in rest if not w.startswith("-") and "=" not in w)
         elif _is_python(head) or head in ("torchrun", "bash", "sh"):
+            if _is_python(head) and rest[:1] == ["-m"] and len(rest) > 1 and rest[1] in PROJECT_MODULES:
+                yield "call", Call(where, rest[1], False, tuple(rest[2:]), f"{head} -m {rest[1]}", inline, rest[1])
+                continue
             if head != "torchrun" and rest[:1] and rest[0] in ("-m", "-c"):
                 continue  # python -m pytest, python -c ...: no script of ours
             for i, word in enumerate(rest):
@@ -163,15 +170,17 @@ ENTRY_POINTS = sorted({p.relative_to(ROOT).as_posix() for p in (ROOT / "scripts"
 
 def test_the_readme_commands_are_found():
     scripts = {c.script for c in CALLS}
-    assert {"train.py", "scripts/table1.py", "scripts/evaluate.py", "scripts/pretokenize.py",
-            "scripts/results.py", "scripts/slurm/local_cluster.sh"} <= scripts, sorted(scripts)
-    assert any(c.script == "scripts/table1.py" and c.direct and c.args == ("--dry-run",) for c in CALLS)
+    assert {"train.py", "reproduce", "scripts/evaluate.py", "scripts/pretokenize.py",
+            "scripts/slurm/local_cluster.sh"} <= scripts, sorted(scripts)
+    assert any(c.module == "reproduce" and c.args == ("run", "1", "--dry-run") and not c.inline for c in CALLS)
+    assert {"run", "results", "list", "plot snr", "plot alphas"} <= set(MODULE_COMMANDS), sorted(MODULE_COMMANDS)
     assert any(c.script == "train.py" and not c.direct for c in CALLS)  # .venv/bin/python train.py, torchrun
     assert {"quickstart", "test"} <= {target for _, targets in MAKE_TARGETS for target in targets}
 
 
 def test_every_called_script_exists():
-    missing = [f"{c.where}: {c.script}" for c in CALLS if not (ROOT / c.script).is_file()]
+    missing = [f"{c.where}: {c.script}" for c in CALLS
+               if not (ROOT / c.script / "__main__.py" if c.module else ROOT / c.script).is_file()]
     assert not missing, "commands in the docs call scripts that do not exist:\n" + "\n".join(missing)
 
 
@@ -217,7 +226,7 @@ def test_no_file_is_executable_without_a_shebang():
     for path in (ROOT / "scripts").rglob("*"):
         if path.is_file() and "__pycache__" not in path.parts:
             candidates.setdefault(path.relative_to(ROOT).as_posix(), False)
-    assert "scripts/table1.py" in candidates
+    assert "scripts/quickstart.py" in candidates
     bad = []
     for name, executable_in_git in sorted(candidates.items()):
         path = ROOT / name
@@ -358,14 +367,107 @@ def test_script_answers_help_from_anywhere_uninstalled(script, help_outputs):
     assert not unknown, f"{script} --help does not list flags the docs use:\n" + "\n".join(unknown)
 
 
-def test_a_sweep_wrapper_runs_as_a_program_and_with_python_from_anywhere(tmp_path):
-    """`scripts/table1.py --help` from the repo root (through its #! line, the venv's python first
-    on PATH as in an activated venv) and `python /abs/scripts/table1.py --help` from elsewhere."""
-    path = ROOT / "scripts" / "table1.py"
+def test_a_script_runs_as_a_program_and_with_python_from_anywhere(tmp_path):
+    """`scripts/quickstart.py --help` from the repo root (through its #! line, the venv's python first
+    on PATH as in an activated venv) and `python /abs/scripts/quickstart.py --help` from elsewhere."""
+    path = ROOT / "scripts" / "quickstart.py"
     assert _has_shebang(path) and _executable(path)  # never exec a file without one: it forks endlessly
     env = _env(tmp_path)
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
-    for command, cwd in ((["./scripts/table1.py", "--help"], ROOT),
+    for command, cwd in ((["./scripts/quickstart.py", "--help"], ROOT),
                          ([sys.executable, str(path), "--help"], tmp_path)):
         result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0 and "--dry-run" in result.stdout, (command, result.stderr[-2000:])
+        assert result.returncode == 0 and "--set" in result.stdout, (command, result.stderr[-2000:])
+
+
+# ------------------------------------------------------------------ python -m reproduce ...
+
+def _module_command(call: Call) -> str:
+    """The subcommand a `python -m reproduce ...` call runs: "run", "plot snr", "" (the top level)."""
+    words = []
+    for arg in call.args[:2]:
+        if arg.startswith("-") or (words and words[0] != "plot"):
+            break
+        words.append(arg)
+    return " ".join(words)
+
+
+MODULE_COMMANDS = sorted({_module_command(c) for c in CALLS if c.module})
+
+# `python -m MODULE [SUBCOMMAND...] --help` as `python -m` runs it from the repository root (the root
+# first on sys.path, the module run as __main__), for each subcommand in turn in ONE process, from
+# an empty directory elsewhere (nothing may be written; no path may depend on the working
+# directory), the project otherwise not importable (no editable finder). Writes {command: result}.
+RUN_MODULE_HELP = r"""
+import contextlib, io, json, os, runpy, sys, traceback
+root, out_file, module = sys.argv[1:4]
+packages, commands = json.loads(sys.argv[4]), json.loads(sys.argv[5])
+sys.meta_path[:] = [f for f in sys.meta_path if "__editable__" not in str(getattr(f, "__module__", ""))]
+sys.path[:] = [root] + [p for p in sys.path if p and "__editable__" not in p and os.path.realpath(p) != root]
+sys.path_importer_cache.clear()
+results = {}
+for command in commands:
+    sys.argv = [module, *command.split(), "--help"]
+    before = set(os.listdir("."))
+    stdout, stderr = io.StringIO(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) or exit.code is None else str(exit.code)
+    except BaseException:
+        code = traceback.format_exc()
+    outside = sorted(name for name, m in list(sys.modules.items())
+                     if name.split(".")[0] in packages and getattr(m, "__file__", None)
+                     and not os.path.realpath(m.__file__).startswith(root + os.sep))
+    results[command] = {"code": code or 0, "stdout": stdout.getvalue(), "stderr": stderr.getvalue()[-3000:],
+                        "outside": outside, "written": sorted(set(os.listdir(".")) - before)}
+with open(out_file, "w") as f:
+    json.dump(results, f)
+"""
+
+
+@pytest.fixture(scope="module")
+def module_help_outputs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("module-help")
+    cwd = tmp / "cwd"
+    cwd.mkdir()
+    out = tmp / "results.json"
+    result = subprocess.run([sys.executable, "-c", RUN_MODULE_HELP, os.path.realpath(ROOT), str(out), "reproduce",
+                             json.dumps(PROJECT_PACKAGES + PROJECT_MODULES), json.dumps(["", *MODULE_COMMANDS])],
+                            cwd=cwd, env=_env(tmp), capture_output=True, text=True, timeout=HELP_TIMEOUT)
+    assert result.returncode == 0 and out.is_file(), result.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("command", ["", *MODULE_COMMANDS])
+def test_module_command_answers_help_and_knows_the_flags_the_docs_use(command, module_help_outputs):
+    result = module_help_outputs[command]
+    assert result["code"] == 0, f"python -m reproduce {command} --help: exit {result['code']}\n{result['stderr']}"
+    assert "usage: python -m reproduce" in result["stdout"], result["stdout"][-2000:]
+    assert not result["outside"], f"imported the project from outside the checkout: {result['outside']}"
+    assert not result["written"], f"python -m reproduce {command} --help wrote {result['written']}"
+    problems = []
+    for call in CALLS:
+        if not call.module or _module_command(call) != command:
+            continue
+        rest = call.args[len(command.split()):]
+        for arg in rest:
+            flag = arg.strip("[]").split("=", 1)[0]
+            if flag.startswith("--") and len(flag) > 2 and not re.search(re.escape(flag) + r"(?![\w-])",
+                                                                          result["stdout"]):
+                problems.append(f"{call.where}: {flag}")
+        # `run EXPERIMENT`: an experiment the help lists (placeholders such as TABLE aside)
+        if command == "run" and rest and re.fullmatch(r"[a-z0-9_]+", rest[0]) and not re.search(
+                rf"^\s+{re.escape(rest[0])}\s", result["stdout"], re.M):
+            problems.append(f"{call.where}: no experiment {rest[0]!r}")
+    assert not problems, (f"python -m reproduce {command}: the docs use what --help does not list:\n"
+                          + "\n".join(problems))
+
+
+def test_python_m_reproduce_runs_from_the_repository_root(tmp_path):
+    """As the docs run it: `python -m reproduce ...` from the root of the checkout, not installed."""
+    result = subprocess.run([sys.executable, "-m", "reproduce", "run", "--help"], cwd=ROOT, env=_env(tmp_path),
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--dry-run" in result.stdout, result.stderr[-2000:]

@@ -91,9 +91,10 @@ def test_mols_run_reports_its_calibration(tmp_path, capsys):
     assert json.loads((run_dir / "mols.json").read_text())["calibrations"][0]["step"] == 1
     # the SNR picture and the alpha table from that run directory
     out = tmp_path / "snr.png"
-    assert load_script("plot_snr").main([str(run_dir), "--out", str(out)]) == 0
+    from reproduce.cli import main as reproduce
+    assert reproduce(["plot", "snr", str(run_dir), "--out", str(out)]) == 0
     assert out.read_bytes()[:4] == b"\x89PNG"
-    assert load_script("alpha_table").main([str(run_dir)]) == 0
+    assert reproduce(["plot", "alphas", str(run_dir)]) == 0
     table = capsys.readouterr().out
     assert "| emb |" in table and "llama_micro" in table
 
@@ -103,15 +104,6 @@ def test_periodic_reestimation_beyond_the_paper(tmp_path):
                      "mols.reestimate_every=5", "mols.reestimate_ramp_steps=2", "mols.estimator=median") == 0
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records if r["kind"] == "mols_calibration"] == [1, 6, 11]
-
-
-def load_script(name: str):
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path):

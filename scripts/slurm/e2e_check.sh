@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# End-to-end check of the sweep tool's Slurm mode on the local cluster (local_cluster.sh): a tiny
+# End-to-end check of `python -m reproduce run`'s Slurm mode on the local cluster (local_cluster.sh): a tiny
 # 2-job grid (Adam and Adam+MoLS on llama_tiny, 30 steps, a checkpoint every 10), where the first
 # job is requeued (`scontrol requeue`) after its first checkpoint and must resume from it.
 #
@@ -17,7 +17,7 @@ say() { printf '[e2e] %s\n' "$*"; }
 fail() { printf '[e2e] FAILED: %s\n' "$*" >&2; exit 1; }
 
 rm -rf "${OUT_DIR:?}/$NAME"
-submit_log=$("$PYTHON" scripts/sweep.py --name "$NAME" --base configs/quickstart.yaml \
+submit_log=$("$PYTHON" -m reproduce run --name "$NAME" --base configs/quickstart.yaml \
     --models llama_tiny --methods adam,adam+mols --lrs 2.5e-3 --seeds 0 \
     --set train.steps=30 --set train.eval_every=10 --set train.checkpoint_every=10 \
     --set data.val_tokens=20000 --set mols.samples=256 --set train.threads=1 --set run.wandb.mode=disabled \
@@ -55,5 +55,5 @@ for run in "$OUT_DIR/$NAME"/llama_tiny-*; do
     [[ -s $run/summary.json ]] || fail "no summary.json in $run"
     say "$(basename "$run"): final_val_ppl $("$PYTHON" -c 'import json,sys; print(round(json.load(open(sys.argv[1]))["final_val_ppl"], 2))' "$run/summary.json")"
 done
-"$PYTHON" scripts/results.py "$OUT_DIR/$NAME" --plot "$OUT_DIR/$NAME/curves.png"
+"$PYTHON" -m reproduce results "$OUT_DIR/$NAME" --plot "$OUT_DIR/$NAME/curves.png"
 say "OK: both jobs finished; the requeued job resumed from step 10"

@@ -41,7 +41,7 @@ EOF
 started=$(date +%s)
 
 rm -rf "${OUT_DIR:?}/$NAME" "$OUT_DIR/reference"
-submit_log=$("$PYTHON" scripts/sweep.py --name "$NAME" --base configs/quickstart.yaml \
+submit_log=$("$PYTHON" -m reproduce run --name "$NAME" --base configs/quickstart.yaml \
     --models llama_tiny --methods adam+mols --lrs 2.5e-3 --seeds 0 \
     --set train.steps="$STEPS" --set train.eval_every="$STEPS" --set train.checkpoint_every=0 \
     --set train.log_every=1 --set data.val_tokens=20000 --set mols.samples=256 --set train.threads=1 \

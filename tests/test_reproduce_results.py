@@ -1,12 +1,20 @@
-"""scripts/results.py on synthetic run directories written the way train.py writes them."""
+"""`python -m reproduce results` (reproduce/runs.py, tables.py) and the ablation bars of `plot
+ablation`, on synthetic run directories written the way train.py writes them."""
 import json
 from pathlib import Path
 
 import pytest
 import yaml
 
+from reproduce import runs, tables
+from reproduce.cli import main as reproduce
+
 ROOT = Path(__file__).resolve().parents[1]
-from scripts import results  # noqa: E402
+
+
+def results(argv: list[str]) -> int:
+    """`python -m reproduce results ARGV...`"""
+    return reproduce(["results", *argv])
 
 
 def write_run(root: Path, model: str, optimizer: str, mols: bool, lr: float, seed: int,
@@ -45,13 +53,13 @@ def table1_runs(tmp_path):
 def test_metrics_records_are_deduplicated_last_wins(tmp_path):
     run_dir = write_run(tmp_path, "llama_3b", "adam8bit", False, 5e-4, 0, None, {30000: 99.0},
                         extra_lines=[json.dumps({"kind": "val", "step": 30000, "val_ppl": 18.5}), '{"kind": "va'])
-    records = results.read_metrics(run_dir / "metrics.jsonl")
+    records = runs.read_metrics(run_dir / "metrics.jsonl")
     assert [(r["kind"], r["step"]) for r in records] == [("train", 10), ("val", 30000)]
     assert records[-1]["val_ppl"] == 18.5
 
 
 def test_table_1_cells_markdown(table1_runs, capsys):
-    assert results.main([str(table1_runs), "--table", "1"]) == 0
+    assert results([str(table1_runs), "--table", "1"]) == 0
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in out.splitlines() if line.startswith("| ") and not line.startswith("| Method")}
@@ -64,25 +72,25 @@ def test_table_1_cells_markdown(table1_runs, capsys):
 
 
 def test_paper_learning_rate_choice(table1_runs):
-    groups = results.group_runs(results.find_runs([table1_runs]))
-    best = results.build_table("1", groups, "best")
+    groups = runs.group_runs(runs.find_runs([table1_runs]))
+    best = tables.build_table("1", groups, "best")
     assert best.blocks[0][1][0][1][0].measured.mean == pytest.approx(30.0)
     # a 1e-3 run at 60M only: with the paper's rate (5e-3) required, the cell is empty
     groups = {k: v for k, v in groups.items() if k[3] != 5e-3}
-    assert results.build_table("1", groups, "best").blocks[0][1][0][1][0].measured.mean == pytest.approx(35.0)
-    assert results.build_table("1", groups, "paper").blocks[0][1][0][1][0].measured is None
+    assert tables.build_table("1", groups, "best").blocks[0][1][0][1][0].measured.mean == pytest.approx(35.0)
+    assert tables.build_table("1", groups, "paper").blocks[0][1][0][1][0].measured is None
 
 
 def test_final_ppl_cells_ignore_unfinished_runs(table1_runs):
     # a learning rate whose run looks better but has not finished yet
     write_run(table1_runs, "llama_60m", "adamw", False, 2.5e-3, 0, None, {5000: 20.0})
-    groups = results.group_runs(results.find_runs([table1_runs]))
-    adam_60m = results.build_table("1", groups).blocks[0][1][0][1][0]
+    groups = runs.group_runs(runs.find_runs([table1_runs]))
+    adam_60m = tables.build_table("1", groups).blocks[0][1][0][1][0]
     assert (adam_60m.measured.mean, adam_60m.measured.n) == (pytest.approx(30.0), 3)
 
 
 def test_table_1_latex(table1_runs, capsys):
-    assert results.main([str(table1_runs), "--table", "1", "--format", "latex"]) == 0
+    assert results([str(table1_runs), "--table", "1", "--format", "latex"]) == 0
     out = capsys.readouterr().out
     assert r"\begin{tabular}{lcccc}" in out and r"\bottomrule" in out
     assert r"Adam & 30.00$\pm$1.00 {\scriptsize(29.55, +0.45)} &" in out
@@ -96,7 +104,7 @@ def test_table_3_uses_validation_ppl_at_the_steps(tmp_path, capsys):
         write_run(root, "llama_3b", "adam8bit", False, 5e-4, seed, None,
                   {0: 32000.0, 30000: 99.0, 60000: 16.0 + seed},
                   extra_lines=[json.dumps({"kind": "val", "step": 30000, "val_ppl": at_30k})])  # resumed: rewrote 30K
-    assert results.main([str(root), "--table", "3"]) == 0
+    assert results([str(root), "--table", "3"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("| Method"))
     assert header == "| Method | 30K | 60K | 90K | 120K | 150K |"
@@ -109,7 +117,7 @@ def test_table_3_uses_validation_ppl_at_the_steps(tmp_path, capsys):
 
 
 def test_group_listing_marks_the_best_learning_rate(table1_runs, capsys):
-    assert results.main([str(table1_runs)]) == 0
+    assert results([str(table1_runs)]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert "| llama_60m | adam | off | 5.0e-03 * | 3/3 | 30.00 ± 1.00 | 30.00 ± 1.00 (10000) |" in lines
     assert "| llama_60m | adam | off | 1.0e-03 | 1/1 | 35.00 | 35.00 (10000) |" in lines
@@ -120,12 +128,12 @@ def test_group_listing_marks_the_best_learning_rate(table1_runs, capsys):
 def test_plot_writes_a_png(table1_runs, tmp_path, table):
     png = tmp_path / f"curves_{table}.png"
     args = [str(table1_runs), "--plot", str(png)] + (["--table", table] if table else [])
-    assert results.main(args) == 0
+    assert results(args) == 0
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_no_runs_is_an_error(tmp_path, capsys):
-    assert results.main([str(tmp_path)]) == 1
+    assert results([str(tmp_path)]) == 1
     assert "no run directories" in capsys.readouterr().err
 
 
@@ -137,7 +145,7 @@ def test_mols_effect_puts_each_method_beside_its_mols_variant(tmp_path, capsys):
     write_run(root, "llama_tiny", "lion", False, 5e-4, 0, 40.0, {150: 40.0})
     summary = root / "llama_tiny-adamw-lr5.0e-03-s0" / "summary.json"
     summary.write_text(json.dumps({**json.loads(summary.read_text()), "optimizer_state_bytes": 3 * 2**20}))
-    assert results.main([str(root), "--mols-effect"]) == 0
+    assert results([str(root), "--mols-effect"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| llama_tiny")]
     assert rows[0] == "| llama_tiny | adam | 5.0e-03 | 31.00 ± 1.41 | 28.50 ± 0.71 | -2.50 (2/2 seeds) | 3.00 MiB |"
     assert rows[1].startswith("| llama_tiny | lion | 5.0e-04 | 40.00 | – | – |")
@@ -186,7 +194,7 @@ def table7_runs(tmp_path):
 
 
 def test_table_7_rows_take_the_runs_of_their_grouping(table7_runs, capsys):
-    assert results.main([str(table7_runs), "--table", "7"]) == 0
+    assert results([str(table7_runs), "--table", "7"]) == 0
     captured = capsys.readouterr()
     assert "found twice" not in captured.err
     rows = rows_of(captured.out)
@@ -198,9 +206,9 @@ def test_table_7_rows_take_the_runs_of_their_grouping(table7_runs, capsys):
 
 
 def test_runs_that_differ_in_any_setting_stay_apart(table7_runs, capsys):
-    groups = results.group_runs(results.find_runs([table7_runs]))
+    groups = runs.group_runs(runs.find_runs([table7_runs]))
     assert len(groups) == 4  # three MoLS runs at one (model, method, lr) are three groups
-    assert results.main([str(table7_runs)]) == 0
+    assert results([str(table7_runs)]) == 0
     captured = capsys.readouterr()
     assert "found twice" not in captured.err
     lines = [line for line in captured.out.splitlines() if line.startswith("| llama_130m")]
@@ -216,7 +224,7 @@ def test_table_12_ppl_and_estimation_minutes(tmp_path, capsys):
                         mols={"enabled": True, "samples": samples},
                         calibration={"module_snr": {"vo": 1.0}, "alphas": {"vo": 1.0}, "reference": "vo",
                                      "gradient_samples": samples // 64, "sequences": samples, "seconds": seconds})
-    assert results.main([str(root), "--table", "12"]) == 0
+    assert results([str(root), "--table", "12"]) == 0
     out = capsys.readouterr().out
     assert "| Method | PPL | estimation (min) |" in out
     rows = rows_of(out)
@@ -224,8 +232,7 @@ def test_table_12_ppl_and_estimation_minutes(tmp_path, capsys):
     assert rows["16384"] == ["21.93 (paper 21.94, Δ -0.01)", "4.00 (paper 3.73, Δ +0.27)"]
     assert rows["4096"] == ["– (paper 22.04)", "– (paper 1.16)"]
     png = tmp_path / "t12.png"
-    from scripts import plot_ablation
-    assert plot_ablation.main([str(root), "--table", "12", "--out", str(png)]) == 0
+    assert reproduce(["plot", "ablation", str(root), "--table", "12", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
 
 
@@ -239,7 +246,7 @@ def test_table_13_alphas_by_size(tmp_path, capsys):
                                          "reference": "vo", "seconds": 1.0})
     write_paper_run(root, "llama_3b", "llama_3b", "adam8bit", 5e-4, mols=PAPER_MOLS, final_loss=2.6,
                     calibration={"module_snr": {}, "alphas": {"emb": 6.0, "vo": 1.0}, "reference": "vo", "seconds": 1.0})
-    assert results.main([str(root), "--table", "13"]) == 0
+    assert results([str(root), "--table", "13"]) == 0
     out = capsys.readouterr().out
     assert "| Method | 60M | 130M | 350M | 1.3B | 3B | 7B |" in out
     rows = rows_of(out)
@@ -250,7 +257,7 @@ def test_table_13_alphas_by_size(tmp_path, capsys):
 def test_table_14_reads_table_1_runs_beside_its_own(table1_runs, tmp_path, capsys):
     for lr, ppl in ((1e-4, 33.0), (2.5e-4, 32.0)):
         write_run(tmp_path / "t14", "llama_60m", "lion", False, lr, 0, ppl, {10000: ppl})
-    assert results.main([str(table1_runs), str(tmp_path / "t14"), "--table", "14"]) == 0
+    assert results([str(table1_runs), str(tmp_path / "t14"), "--table", "14"]) == 0
     rows = rows_of(capsys.readouterr().out)
     assert rows["Adam"][0] == "30.00 ± 1.00 (paper 29.55, Δ +0.45)"
     assert rows["Lion"][0] == "32.00 (paper 32.46, Δ -0.46)"  # the best rate of the search
@@ -265,7 +272,7 @@ def test_figure_3_hand_tuned_against_mols(tmp_path, capsys):
                     calibration={"module_snr": {}, "alphas": {"mlp": 2.0}, "reference": "fixed", "seconds": 0.0})
     write_paper_run(root, "plain", "llama_130m", "adamw", 2.5e-3, final_loss=3.120,
                     mols={"enabled": True, "fixed_multipliers": {}})
-    assert results.main([str(root), "--table", "figure3"]) == 0
+    assert results([str(root), "--table", "figure3"]) == 0
     out = capsys.readouterr().out
     rows = rows_of(out)
     assert rows["MoLS"] == ["3.089 (paper 3.088, Δ +0.001)"]
@@ -273,8 +280,7 @@ def test_figure_3_hand_tuned_against_mols(tmp_path, capsys):
     assert rows["hand: MLP x2, others x2"] == ["–"]
     assert "best hand-tuned setting: 3.074" in out
     png = tmp_path / "f3.png"
-    from scripts import plot_ablation
-    assert plot_ablation.main([str(root), "--table", "figure3", "--out", str(png)]) == 0
+    assert reproduce(["plot", "ablation", str(root), "--table", "figure3", "--out", str(png)]) == 0
 
 
 @pytest.mark.parametrize("figure", ["figure2", "figure4", "figure5"])
@@ -285,7 +291,7 @@ def test_curve_figures_table_and_plot(figure, tmp_path, capsys):
     extra = {"figure2": {"data": {"source": "openwebtext"}}, "figure4": {"data": {"seq_len": 1024}},
              "figure5": {"train": {"steps": 100000}}}[figure]
     write_paper_run(root, "adam", models, "adamw", lr, final_loss=3.2, extra=extra)
-    assert results.main([str(root), "--table", figure, "--plot", str(tmp_path / "c.png")]) == 0
+    assert results([str(root), "--table", figure, "--plot", str(tmp_path / "c.png")]) == 0
     rows = rows_of(capsys.readouterr().out)
     assert rows["Adam"][0] == f"{2.718281828 ** 3.2:.2f}" and rows["Adam+MoLS"][0] == "–"
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"

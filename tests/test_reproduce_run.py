@@ -1,5 +1,6 @@
-"""scripts/sweep.py: grids, the jobs file, the sbatch script (checked with bash and fake Slurm
-commands, no cluster needed), dry runs and local mode."""
+"""`python -m reproduce run` (reproduce/jobs.py, launch.py, cost.py): grids, the jobs file, the
+sbatch script (checked with bash and fake Slurm commands, no cluster needed), dry runs and local
+mode."""
 import os
 import shlex
 import signal
@@ -9,19 +10,24 @@ from pathlib import Path
 
 import pytest
 
+from reproduce import paper
+from reproduce.cli import main as reproduce
+from reproduce.cost import BASE_MEM_PER_RANK_GIB
+from reproduce.jobs import Variant, build_jobs
+from reproduce.launch import SlurmSettings, render_sbatch, write_slurm_files
+
 ROOT = Path(__file__).resolve().parents[1]
-from scripts import sweep  # noqa: E402
 
 TABLE_1_JOBS = 4 * 9 * 3  # sizes x rows x seeds
 
 
 def table_jobs(table: str, **overrides):
-    spec = sweep.paper_tables()[table]
+    spec = paper.tables()[table]
     settings = dict(name=f"table{table}", models=spec["models"],
-                    variants=[sweep.Variant(r["method"], r["mols"]) for r in spec["rows"]],
+                    variants=[Variant(r["method"], r["mols"]) for r in spec["rows"]],
                     lrs="paper", seeds=[0, 1, 2], out_dir="runs/paper")
     settings.update(overrides)
-    return sweep.build_jobs(**settings)
+    return build_jobs(**settings)
 
 
 @pytest.fixture
@@ -64,7 +70,7 @@ def test_learning_rate_search_uses_the_paper_grid():
 
 
 def test_job_overrides_make_the_cell_resumable_and_tagged():
-    (job,) = sweep.build_jobs(name="table1", models=["llama_130m"], variants=[sweep.Variant("adam", True)],
+    (job,) = build_jobs(name="table1", models=["llama_130m"], variants=[Variant("adam", True)],
                               lrs="paper", seeds=[1], out_dir="runs/paper")
     assert job.configs == ["configs/paper/base.yaml", "configs/paper/models/llama_130m.yaml",
                            "configs/paper/methods/adam.yaml", "configs/paper/mols.yaml"]
@@ -75,15 +81,15 @@ def test_job_overrides_make_the_cell_resumable_and_tagged():
 
 def test_grid_errors_are_reported():
     with pytest.raises(ValueError, match="no learning rate for nadam at llama_7b"):
-        sweep.build_jobs(name="x", models=["llama_7b"], variants=[sweep.Variant("nadam", False)],
+        build_jobs(name="x", models=["llama_7b"], variants=[Variant("nadam", False)],
                          lrs="paper", seeds=[0], out_dir="runs")
     with pytest.raises(ValueError, match="no method overlay"):
-        sweep.build_jobs(name="x", models=["llama_60m"], variants=[sweep.Variant("sgd", False)],
+        build_jobs(name="x", models=["llama_60m"], variants=[Variant("sgd", False)],
                          lrs=[1e-3], seeds=[0], out_dir="runs")
 
 
 def test_size_without_a_model_overlay_is_set_by_name():
-    (job,) = sweep.build_jobs(name="tiny", models=["llama_tiny"], variants=[sweep.Variant("adam", False)],
+    (job,) = build_jobs(name="tiny", models=["llama_tiny"], variants=[Variant("adam", False)],
                               lrs=[1e-3], seeds=[0], out_dir="/tmp/x", base=ROOT / "configs" / "quickstart.yaml")
     assert job.configs == ["configs/quickstart.yaml", "configs/paper/methods/adam.yaml"]
     assert "model.size=llama_tiny" in job.overrides
@@ -91,8 +97,8 @@ def test_size_without_a_model_overlay_is_set_by_name():
 
 def test_jobs_file_and_sbatch_script(tmp_path):
     jobs = table_jobs("1")
-    slurm = sweep.SlurmSettings(nodes=1, gpus_per_node=8, time="48:00:00", partition="gpu", max_parallel=16)
-    script, jobs_file = sweep.write_slurm_files(jobs, "table1", tmp_path, slurm)
+    slurm = SlurmSettings(nodes=1, gpus_per_node=8, time="48:00:00", partition="gpu", max_parallel=16)
+    script, jobs_file = write_slurm_files(jobs, "table1", tmp_path, slurm)
 
     lines = jobs_file.read_text().splitlines()
     assert len(lines) == TABLE_1_JOBS
@@ -116,7 +122,7 @@ def test_jobs_file_and_sbatch_script(tmp_path):
 
 def test_array_task_launches_its_line_with_rendezvous(tmp_path, fake_slurm):
     jobs = table_jobs("3", seeds=[0])
-    script, jobs_file = sweep.write_slurm_files(jobs, "table3", tmp_path, sweep.SlurmSettings(nodes=2))
+    script, jobs_file = write_slurm_files(jobs, "table3", tmp_path, SlurmSettings(nodes=2))
     done = subprocess.run(["bash", str(script)], env=slurm_env(3), capture_output=True, text=True, timeout=30)
     assert done.returncode == 0, done.stderr
     (srun,) = [line for line in fake_slurm.read_text().splitlines() if line.startswith("srun")]
@@ -134,8 +140,8 @@ def test_array_task_launches_its_line_with_rendezvous(tmp_path, fake_slurm):
 def test_signals_reach_training_and_the_requeue_waits_for_it():
     """The script's structure: traps set before srun starts; the trap only passes the signal on
     (scancel --signal=TERM to the job's steps); the requeue comes after srun has returned."""
-    text = sweep.render_sbatch(name="t", jobs_file=Path("/x/t.jobs"), log_dir=Path("/x/logs"), job_count=2,
-                               slurm=sweep.SlurmSettings(requeue_signal_seconds=600))
+    text = render_sbatch(name="t", jobs_file=Path("/x/t.jobs"), log_dir=Path("/x/logs"), job_count=2,
+                               slurm=SlurmSettings(requeue_signal_seconds=600))
     assert "#SBATCH --signal=B:USR1@600" in text
     assert "-m training.launch --stop-grace 600" in text
     srun_at = text.index("srun --kill-on-bad-exit=1")
@@ -168,7 +174,7 @@ if [ "$1" = "--signal=TERM" ]; then kill -TERM "$(cat {pid_file})"; fi""",
 
 def run_signalled(tmp_path, calls: Path, sig: signal.Signals) -> tuple[int, str, list[str]]:
     """Run array task 0 of a generated script, send the batch shell `sig` once srun runs."""
-    script, _ = sweep.write_slurm_files(table_jobs("6", seeds=[0]), "table6", tmp_path, sweep.SlurmSettings())
+    script, _ = write_slurm_files(table_jobs("6", seeds=[0]), "table6", tmp_path, SlurmSettings())
     job = subprocess.Popen(["bash", str(script)], env={**slurm_env(0), "PATH": os.environ["PATH"]},
                            stdout=subprocess.PIPE, text=True)
     deadline = time.time() + 10
@@ -199,7 +205,7 @@ def test_term_stops_training_without_requeueing(tmp_path, fake_training):
 
 
 def test_dry_run_prints_and_submits_nothing(tmp_path, fake_slurm, capsys):
-    assert sweep.main(["--table", "1", "--out-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    assert reproduce(["run", "1", "--out-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "#SBATCH --array=0-107" in out and "torchrun" in out
     assert out.count("--set run.resume=auto") == TABLE_1_JOBS
@@ -209,7 +215,7 @@ def test_dry_run_prints_and_submits_nothing(tmp_path, fake_slurm, capsys):
 
 def test_slurm_mode_writes_files_and_submits_once(tmp_path, fake_slurm, capsys):
     out_dir = tmp_path / "runs"
-    assert sweep.main(["--table", "6", "--out-dir", str(out_dir), "--partition", "gpu"]) == 0
+    assert reproduce(["run", "6", "--out-dir", str(out_dir), "--partition", "gpu"]) == 0
     calls = fake_slurm.read_text().splitlines()
     script = out_dir / "table6" / "slurm" / "table6.sbatch"
     assert calls == [f"sbatch --parsable {script}"]
@@ -219,20 +225,20 @@ def test_slurm_mode_writes_files_and_submits_once(tmp_path, fake_slurm, capsys):
 
 def test_incompatible_batch_split_is_refused_before_submitting(tmp_path, fake_slurm, capsys):
     # 2 nodes x 8 GPUs x micro_batch 64 = 1024 sequences > the global batch of 512
-    status = sweep.main(["--table", "1", "--models", "llama_60m", "--nodes", "2", "--out-dir", str(tmp_path)])
+    status = reproduce(["run", "1", "--models", "llama_60m", "--nodes", "2", "--out-dir", str(tmp_path)])
     assert status == 2
     assert "multiple of world size x train.micro_batch (16 x 64" in capsys.readouterr().err
     assert not fake_slurm.exists()
 
 
 def test_local_dry_run_prints_commands(capsys):
-    args = ["--models", "llama_60m", "--methods", "adam", "--mols", "both", "--lrs", "1e-3,2.5e-3",
+    args = ["run", "--models", "llama_60m", "--methods", "adam", "--mols", "both", "--lrs", "1e-3,2.5e-3",
             "--seeds", "0", "--mode", "local", "--dry-run"]
-    assert sweep.main(args) == 0
+    assert reproduce(args) == 0
     commands = [line for line in capsys.readouterr().out.splitlines() if "train.py" in line]
     assert len(commands) == 4  # MoLS off/on x 2 learning rates
     assert all(shlex.split(c)[1] == "train.py" for c in commands)
-    assert sweep.main(args + ["--nproc-per-node", "2"]) == 0
+    assert reproduce(args + ["--nproc-per-node", "2"]) == 0
     assert "--standalone --nproc_per_node=2 train.py" in capsys.readouterr().out
 
 
@@ -244,8 +250,8 @@ def gpu_hours_of(output: str) -> float:
 def test_dry_run_estimates_gpu_hours(capsys):
     from models import build_model
 
-    args = ["--models", "llama_60m", "--methods", "adam", "--lrs", "1e-3", "--seeds", "0,1", "--dry-run"]
-    assert sweep.main(args) == 0
+    args = ["run", "--models", "llama_60m", "--methods", "adam", "--lrs", "1e-3", "--seeds", "0,1", "--dry-run"]
+    assert reproduce(args) == 0
     out = capsys.readouterr().out
     assert "models/cost.py's FLOPs per token" in out and "40% MFU of 989 TFLOP/s" in out
     # llama_60m: 10k steps x 512 sequences x 256 tokens; 6 x the 58M parameters less the input
@@ -254,9 +260,9 @@ def test_dry_run_estimates_gpu_hours(capsys):
     per_token = 6 * (n - 32000 * 512) + 12 * 8 * 512 * 256
     expected = 2 * 10_000 * 512 * 256 * per_token / (0.4 * 989e12) / 3600
     assert gpu_hours_of(out) == pytest.approx(expected, abs=0.05)
-    assert sweep.main(args + ["--assume-mfu", "0.2", "--gpu-peak-tflops", "494.5"]) == 0
+    assert reproduce(args + ["--assume-mfu", "0.2", "--gpu-peak-tflops", "494.5"]) == 0
     assert gpu_hours_of(capsys.readouterr().out) == pytest.approx(4 * expected, abs=0.2)
-    assert sweep.main(args + ["--mode", "local"]) == 0  # local dry runs print it too
+    assert reproduce(args + ["--mode", "local"]) == 0  # local dry runs print it too
     assert gpu_hours_of(capsys.readouterr().out) == pytest.approx(expected, abs=0.05)
 
 
@@ -268,22 +274,22 @@ def sbatch_directives(output: str) -> dict:
 def test_sbatch_cpus_and_memory_come_from_the_config(capsys):
     from models import build_model
 
-    base = ["--models", "llama_1b", "--lrs", "1e-3", "--seeds", "0", "--dry-run"]
-    assert sweep.main(base + ["--methods", "adam"]) == 0
+    base = ["run", "--models", "llama_1b", "--lrs", "1e-3", "--seeds", "0", "--dry-run"]
+    assert reproduce(base + ["--methods", "adam"]) == 0
     directives = sbatch_directives(capsys.readouterr().out)
     assert directives["cpus-per-task"] == str(8 * (1 + 2))   # (data.num_workers + 2) x 8 ranks
-    assert directives["mem"] == f"{8 * sweep.BASE_MEM_PER_RANK_GIB}G"
+    assert directives["mem"] == f"{8 * BASE_MEM_PER_RANK_GIB}G"
 
     # MoLS keeps two fp32 copies of the parameters per rank on the CPU: 8 bytes per parameter per rank
     n = sum(p.numel() for p in build_model("llama_1b", 32000, device="meta").parameters())
-    assert sweep.main(base + ["--methods", "adam,adam+mols", "--set", "data.num_workers=4"]) == 0
+    assert reproduce(base + ["--methods", "adam,adam+mols", "--set", "data.num_workers=4"]) == 0
     directives = sbatch_directives(capsys.readouterr().out)
     assert directives["cpus-per-task"] == str(8 * (4 + 2))
-    assert directives["mem"] == f"{-(-8 * (sweep.BASE_MEM_PER_RANK_GIB * 2**30 + 8 * n) // 2**30)}G"
+    assert directives["mem"] == f"{-(-8 * (BASE_MEM_PER_RANK_GIB * 2**30 + 8 * n) // 2**30)}G"
 
-    assert sweep.main(base + ["--methods", "adam+mols", "--set", "mols.stats_device=device"]) == 0
-    assert sbatch_directives(capsys.readouterr().out)["mem"] == f"{8 * sweep.BASE_MEM_PER_RANK_GIB}G"
+    assert reproduce(base + ["--methods", "adam+mols", "--set", "mols.stats_device=device"]) == 0
+    assert sbatch_directives(capsys.readouterr().out)["mem"] == f"{8 * BASE_MEM_PER_RANK_GIB}G"
 
-    assert sweep.main(base + ["--methods", "adam+mols", "--cpus-per-task", "7", "--mem", "99G"]) == 0
+    assert reproduce(base + ["--methods", "adam+mols", "--cpus-per-task", "7", "--mem", "99G"]) == 0
     directives = sbatch_directives(capsys.readouterr().out)
     assert (directives["cpus-per-task"], directives["mem"]) == ("7", "99G")

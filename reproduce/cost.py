@@ -1,0 +1,81 @@
+"""What a grid costs: GPU-hours, and the host CPUs and memory of one job (the sbatch request).
+
+FLOPs per token come from models/cost.py, the same function as the runs' MFU.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+DEFAULT_MFU = 0.40                # model FLOPs utilisation assumed for the estimate
+DEFAULT_GPU_PEAK_TFLOPS = 989.0   # H100 SXM dense bf16
+BASE_MEM_PER_RANK_GIB = 16        # host memory per rank besides MoLS: torch/CUDA, data workers, checkpointing
+CPUS_PER_RANK_BESIDES_WORKERS = 2  # the training process itself and its main-thread slack
+FALLBACK_VOCAB = 32100            # t5-base's, for sizes that take the tokenizer's vocabulary
+
+_MODEL_COSTS: dict = {}
+
+
+def model_cost(size: str, vocab: int, seq_len: int, overrides: dict | None = None) -> tuple[int, float]:
+    """(parameters, training FLOPs per token) of a model size, from models/cost.py on the meta device."""
+    key = (size, vocab, seq_len, repr(sorted((overrides or {}).items())))
+    if key not in _MODEL_COSTS:
+        from models import build_model
+        from models.cost import flops_per_token, parameters
+        model = build_model(size, vocab, overrides=overrides, device="meta")
+        _MODEL_COSTS[key] = (parameters(model), flops_per_token(model, seq_len))
+    return _MODEL_COSTS[key]
+
+
+@dataclass
+class JobCost:
+    parameters: int
+    flops: float           # training FLOPs of the whole job
+    cpus_per_rank: int
+    mem_per_rank_bytes: int
+
+
+def job_cost(cfg) -> JobCost:
+    """FLOPs per token (models/cost.py, the same as the runs' MFU) times steps x global_batch x
+    seq_len training tokens (evaluation and MoLS's SNR samples not counted);
+    host CPUs data.num_workers + 2 per rank; host memory per rank: a base allowance, plus MoLS's two
+    fp32 copies of the parameters (8 bytes each) when its statistics live on the CPU."""
+    from models import SIZES
+
+    size = SIZES[cfg.model.size]
+    vocab = cfg.model.vocab_size or size.vocab or FALLBACK_VOCAB
+    seq_len = cfg.data.seq_len
+    n, per_token = model_cost(cfg.model.size, vocab, seq_len, cfg.model.overrides)
+    flops = cfg.train.steps * cfg.train.global_batch * seq_len * per_token
+    mols_on_cpu = cfg.mols.enabled and cfg.mols.stats_device == "cpu"
+    mem = BASE_MEM_PER_RANK_GIB * 2**30 + (8 * n if mols_on_cpu else 0)
+    return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
+
+
+def job_costs(jobs: list) -> list[JobCost]:
+    from reproduce.jobs import load_job_config
+    return [job_cost(load_job_config(job)) for job in jobs]
+
+
+def gpu_hours(flops: float, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_GPU_PEAK_TFLOPS) -> float:
+    return flops / (mfu * peak_tflops * 1e12) / 3600
+
+
+def estimate_line(jobs: list, costs: list[JobCost], mfu: float = DEFAULT_MFU,
+                  peak_tflops: float = DEFAULT_GPU_PEAK_TFLOPS) -> str:
+    total = gpu_hours(sum(c.flops for c in costs), mfu, peak_tflops)
+    by_model: dict[str, float] = {}
+    for job, cost in zip(jobs, costs):
+        by_model[job.model] = by_model.get(job.model, 0.0) + gpu_hours(cost.flops, mfu, peak_tflops)
+    parts = ", ".join(f"{model} {hours:,.1f}" for model, hours in by_model.items())
+    return (f"[sweep] estimated compute: {total:,.1f} GPU-hours ({parts}); assumes FLOPs/token = "
+            f"models/cost.py's FLOPs per token (as the runs' MFU), steps x global_batch x seq_len tokens, "
+            f"{100 * mfu:g}% MFU of {peak_tflops:g} TFLOP/s per GPU (--assume-mfu, --gpu-peak-tflops)")
+
+
+def slurm_resources(costs: list[JobCost], processes_per_node: int) -> tuple[int, str]:
+    """(--cpus-per-task, --mem) for the array: one task per node runs every rank of the node, so
+    the largest job's per-rank needs times the ranks per node."""
+    cpus = processes_per_node * max(c.cpus_per_rank for c in costs)
+    mem_gib = math.ceil(processes_per_node * max(c.mem_per_rank_bytes for c in costs) / 2**30)
+    return cpus, f"{mem_gib}G"
