@@ -13,8 +13,8 @@ and a message; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
+from dataclasses import dataclass
 import signal
 import sys
 import time
@@ -22,9 +22,8 @@ import time
 import torch
 import yaml
 
-from configs import UserError
+from configs import UserError, write_json_atomic
 from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
-from data.cache import write_json_atomic
 from models import loss_sum_and_count, mean_loss, parameter_report
 from mols import MeasurementInterrupted, MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
@@ -85,6 +84,35 @@ def forward_backward(train_model, micro_batches: list[dict], world_size: int, de
             (loss * world_size / global_targets).backward()
         loss_total += loss.detach().double()
     return loss_total, global_targets
+
+
+@dataclass
+class Update:
+    loss_total: torch.Tensor      # summed token loss of this rank's micro-batches (on the device)
+    targets: torch.Tensor         # target tokens of the global batch (on the device)
+    grad_norm: torch.Tensor       # before clipping
+    stop_requested: bool          # some rank got a stop signal
+    nonfinite: bool               # some rank's loss or the gradient norm is NaN/inf: no step was taken
+
+
+def take_update(model, train_model, optimizer, micro_batches: list[dict], *, lr_factor: float, grad_clip: float,
+                world_size: int, device, autocast, stops: StopRequests) -> Update:
+    """One optimizer update of the global batch: learning rate, forward/backward, gradient norm,
+    the one host sync of the step (stop signals and non-finite values, agreed by all ranks),
+    clipping and the step itself with its gradients zeroed after it; when something was non-finite,
+    no step, and the gradients stay for the caller's report (which zeroes them)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["base_lr"] * lr_factor
+    loss_total, targets = forward_backward(train_model, micro_batches, world_size, device, autocast)
+    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
+    # (The gradient norm is the same on every rank after DDP's all-reduce.)
+    stop_requested, nonfinite = stops.poll(~(torch.isfinite(loss_total) & torch.isfinite(grad_norm)), device)
+    if not nonfinite:  # a non-finite update never reaches the weights
+        if grad_clip > 0:  # with the norm above: exactly torch's clip_grad_norm_
+            torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=world_size == 1)  # under DDP the gradients are its buckets: zeroed in place
+    return Update(loss_total, targets, grad_norm, stop_requested, nonfinite)
 
 
 def run_summary(cfg: Config, state: TrainingState, final_loss: float, speed: Throughput) -> dict:
@@ -177,9 +205,9 @@ def train(cfg: Config) -> int:
         log.log("val", state.step, {"loss": val_loss, "ppl": perplexity(val_loss), "tokens": val_tokens})
         return val_loss
 
-    def mols_batches(sequences: int):
+    def mols_batches(what: str):  # every rank draws the same number of extra batches
         stream = state.streams["mols"]
-        for _ in range(max(2, math.ceil(sequences / (stream.micro_batch * procs.world_size)))):
+        for _ in range(mols.draws(what, stream.micro_batch * procs.world_size)):
             yield to_device(stream.next_batch(), device)
 
     def mols_loss(model_, batch):  # autocast around the forward only, as in training
@@ -206,7 +234,7 @@ def train(cfg: Config) -> int:
     while state.step < t.steps:
         step = state.step
         calibrate = mols is not None and mols.calibration_due(step)
-        track = mols is not None and cfg.mols.track_every and step % cfg.mols.track_every == 0
+        track = mols is not None and mols.tracking_due(step)
         if calibrate or track:
             # A stop signal ends the extra passes within one gradient sample; their data stream is
             # put back, so the resumed run measures the same samples as an uninterrupted one would.
@@ -214,8 +242,8 @@ def train(cfg: Config) -> int:
             try:
                 with speed.paused():
                     if calibrate:
-                        log.say(f"MoLS calibration at step {step}: {cfg.mols.samples:,} sequences ...")
-                        calibration = mols.calibrate(ddp_model, mols_batches(cfg.mols.samples), mols_loss,
+                        log.say(f"MoLS calibration at step {step}: {mols.samples:,} sequences ...")
+                        calibration = mols.calibrate(ddp_model, mols_batches("calibrate"), mols_loss,
                                                      should_stop=lambda: stops.agreed(device))
                         log.say(calibration.table())
                         log.log("mols_calibration", step,
@@ -223,7 +251,7 @@ def train(cfg: Config) -> int:
                         if is_main:
                             write_json_atomic(run_dir / "mols.json", mols.state_dict())
                     if track:
-                        measured = mols.measure(ddp_model, mols_batches(cfg.mols.track_samples), mols_loss,
+                        measured = mols.measure(ddp_model, mols_batches("track"), mols_loss,
                                                 should_stop=lambda: stops.agreed(device))
                         log.log("snr", step, {"module_snr": measured.module_snr, "seconds": measured.seconds},
                                 console=False)
@@ -233,20 +261,14 @@ def train(cfg: Config) -> int:
                                                f"(it is redone on resume)")
 
         factor = lr_factor(step, total_steps=t.steps, warmup_steps=cfg.warmup_steps, min_ratio=t.min_lr_ratio)
-        for group in optimizer.param_groups:
-            group["lr"] = group["base_lr"] * factor
-
         waiting = time.perf_counter()
         micro_batches = [state.streams["train"].next_batch() for _ in range(accumulation)]
         speed.waited(time.perf_counter() - waiting)
-        loss_total, global_targets = forward_backward(train_model, micro_batches, procs.world_size, device, autocast)
-        grads = [p.grad for p in model.parameters() if p.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads)  # clipped below, once known to be finite
-        # One small all-reduce per step: did any rank get a stop signal, or see a non-finite loss?
-        # (The gradient norm is the same on every rank after DDP's all-reduce.)
-        stop_requested, nonfinite = stops.poll(~(torch.isfinite(loss_total) & torch.isfinite(grad_norm)), device)
-        if nonfinite:  # never reaches the weights
-            where = nonfinite_report(model, bool(torch.isfinite(loss_total)))
+        update = take_update(model, train_model, optimizer, micro_batches, lr_factor=factor, grad_clip=t.grad_clip,
+                             world_size=procs.world_size, device=device, autocast=autocast, stops=stops)
+        if update.nonfinite:
+            where = nonfinite_report(model, bool(torch.isfinite(update.loss_total)))
+            optimizer.zero_grad(set_to_none=procs.world_size == 1)
             if guard.record_nonfinite():
                 log.log("nonfinite", step + 1, {"where": where, "skipped": guard.skipped, "action": "stop"},
                         console=False)
@@ -256,10 +278,6 @@ def train(cfg: Config) -> int:
             log.log("nonfinite", step + 1, {"where": where, "skipped": guard.skipped, "action": "skip"})
         else:
             guard.record_finite()
-            if t.grad_clip > 0:  # with the norm above: exactly torch's clip_grad_norm_
-                torch.nn.utils.clip_grads_with_norm_(model.parameters(), t.grad_clip, grad_norm)
-            optimizer.step()
-        optimizer.zero_grad(set_to_none=procs.world_size == 1)
         if step == segment_start:  # optimizers create their state lazily, on the first step
             log.say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.2f} MiB")
         state.step += 1
@@ -267,23 +285,28 @@ def train(cfg: Config) -> int:
         speed.step_done(tokens_per_step)
 
         done = state.step
-        if done % t.log_every == 0 or done == t.steps:
-            train_loss = float(distributed.all_reduce_tensor(loss_total) / global_targets)
+        if t.due("log", done):
+            train_loss = float(distributed.all_reduce_tensor(update.loss_total) / update.targets)
             record = {"loss": train_loss, "lr": cfg.optimizer.lr * factor, "tokens": state.tokens_seen,
-                      "grad_norm": float(grad_norm), **speed.report()}
+                      "grad_norm": float(update.grad_norm), **speed.report()}
             if guard.skipped:
                 record["skipped"] = guard.skipped
-            if mols is not None:
-                record["mols_multipliers"] = mols.multipliers(step)
+            if mols is not None:  # each module's effective learning rate, and the multipliers behind it
+                multipliers = mols.multipliers(step)
+                record.update({f"lr_{cls}": record["lr"] * m for cls, m in multipliers.items()})
+                record["mols_multipliers"] = multipliers
+            elapsed = state.seconds()
+            record["elapsed_min"] = elapsed / 60
+            record["eta_min"] = (time.time() - state.started) / (done - segment_start) * (t.steps - done) / 60
             log.log("train", done, record, step_of=t.steps)
-        if done % t.eval_every == 0 and done != t.steps:
+        if t.due("eval", done):
             with speed.paused():
                 run_eval()
         if done == t.steps:
             break  # the final evaluation and checkpoint follow
-        if stop_requested:
+        if update.stop_requested:
             return stop(stops.name)
-        if t.checkpoint_every and done % t.checkpoint_every == 0:
+        if t.due("checkpoint", done):
             with speed.paused():
                 save_checkpoint()
 

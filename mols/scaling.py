@@ -146,7 +146,8 @@ class MoLS:
                  max_alpha: Optional[float] = None, estimator: str = "mean", zero_variance: str = "count",
                  fixed_multipliers: Optional[dict[str, float]] = None,
                  stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
-                 reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None):
+                 reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None,
+                 samples: int = 2048, track_every: int = 0, track_samples: int = 256):
         inner = getattr(model, "module", model)
         self.params = dict(inner.named_parameters())
         self.segments: list[Segment] = segments_of(optimizer, inner)
@@ -174,6 +175,9 @@ class MoLS:
         self.zero_variance = zero_variance
         self.fixed_multipliers = None if fixed_multipliers is None else dict(fixed_multipliers)
         self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
+        # How many sequences a calibration and a tracking measurement use; track_every > 0 measures
+        # SNRs every so many updates without changing anything (the paper's Figure 1).
+        self.samples, self.track_every, self.track_samples = samples, track_every, track_samples
         # The update being taken. A training loop passes its own counter (`step=lambda: ...`), so
         # there is one; without it MoLS counts the optimizer's steps itself (and saves the count).
         self._external_step = step
@@ -193,7 +197,7 @@ class MoLS:
                    estimator=cfg.estimator, zero_variance=cfg.zero_variance,
                    fixed_multipliers=cfg.fixed_multipliers, stats_device="cpu" if cfg.stats_device == "cpu" else device,
                    reestimate_every=cfg.reestimate_every, reestimate_ramp_steps=cfg.reestimate_ramp_steps,
-                   step=step)
+                   step=step, samples=cfg.samples, track_every=cfg.track_every, track_samples=cfg.track_samples)
 
     @property
     def step(self) -> int:
@@ -205,6 +209,16 @@ class MoLS:
             return step >= self.estimate_step
         last = self.calibrations[-1].step
         return bool(self.reestimate_every) and step >= last + self.reestimate_every
+
+    def tracking_due(self, step: int) -> bool:
+        return bool(self.track_every) and step % self.track_every == 0
+
+    def draws(self, what: str, sequences_per_draw: int) -> int:
+        """Extra batches a calibration ("calibrate": `samples` sequences) or a tracking measurement
+        ("track": `track_samples`) draws when each draw holds `sequences_per_draw` sequences over
+        all ranks; at least 2, since a variance needs two samples."""
+        sequences = {"calibrate": self.samples, "track": self.track_samples}[what]
+        return max(2, math.ceil(sequences / sequences_per_draw))
 
     # -- what -------------------------------------------------------------------------------------
     def multiplier(self, module_class: str | None, step: Optional[int] = None) -> float:

@@ -96,6 +96,18 @@ class TrainConfig:
             problems.append(f"train.warmup_steps: must be in [0, train.steps={self.steps}], got {self.warmup_steps}")
         return problems
 
+    def due(self, what: str, done: int) -> bool:
+        """Whether the loop logs ("log"), evaluates ("eval") or checkpoints ("checkpoint") after
+        update `done`; the last update is always logged, and the final evaluation and checkpoint
+        follow the loop."""
+        if what == "log":
+            return done % self.log_every == 0 or done == self.steps
+        if what == "eval":
+            return done % self.eval_every == 0 and done != self.steps
+        if what == "checkpoint":
+            return bool(self.checkpoint_every) and done % self.checkpoint_every == 0 and done != self.steps
+        raise ValueError(f"unknown cadence {what!r}")
+
     def accumulation(self, world_size: int) -> int:
         """Micro-steps per update on each of `world_size` ranks (ConfigError when it does not divide)."""
         per_step = world_size * self.micro_batch
