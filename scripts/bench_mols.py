@@ -14,8 +14,9 @@ two figures as a ratio; absolute times depend on the machine.
 times only the host's part of a sample on a GPU node, folding one gradient into the moments on the
 CPU (no forward or backward), with each number of CPU threads: under torchrun that was 1 thread per
 rank (OMP_NUM_THREADS=1); train.py now gives each rank its share of the node's cores. It projects
-the host time of a paper calibration (16,384 sequences over 8 GPUs at micro-batch 8: 256 samples per
-rank) at 1.3B and 7B from the per-element cost, beside a paper run's length at 40% MFU of an H100.
+the host time of a paper calibration (16,384 sequences, one sample per micro-batch of the paper
+config: 64 samples per rank at 1.3B on 8 GPUs, 128 at 7B on 16) from the per-element cost, beside
+a paper run's length at 40% MFU of an H100.
 """
 from __future__ import annotations
 
@@ -104,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-# A paper run, for the projection: (size, parameters, steps, GPUs) as in Tables 1 and 3.
-PAPER_RUNS = [("llama_1b", 1.34e9, 100_000, 8), ("llama_7b", 6.74e9, 150_000, 16)]
+# A paper run, for the projection: (size, parameters, steps, GPUs, micro-batch) as configs/paper has them.
+PAPER_RUNS = [("llama_1b", 1.34e9, 100_000, 8, 32), ("llama_7b", 6.74e9, 150_000, 16, 8)]
 
 
 def fold_only(size: str, threads: list[int], repeats: int, vocab: int) -> int:
@@ -126,14 +127,15 @@ def fold_only(size: str, threads: list[int], repeats: int, vocab: int) -> int:
         seconds = (time.perf_counter() - start) / repeats
         per_element[count] = seconds / n
         print(f"  {count} thread(s): {seconds:8.3f} s per sample ({n / seconds / 1e9:.2f} G elements/s)")
-    samples_per_rank = 16_384 // 8 // 8
-    for name, params_count, steps, gpus in PAPER_RUNS:
+    for name, params_count, steps, gpus, micro_batch in PAPER_RUNS:
+        samples_per_rank = 16_384 // gpus // micro_batch  # mols.samples sequences, one sample per micro-batch
         meta = build_model(name, 32000, device="meta")
         step_s = flops_per_token(meta, 256) * 512 * 256 / (gpus * 0.4 * 989e12)
         run_s = steps * step_s
         for count, cost in per_element.items():
             host = samples_per_rank * cost * params_count
-            print(f"  projected {name} ({gpus} GPUs, {steps:,} steps, {run_s / 3600:.1f} h at 40% MFU): calibration "
+            print(f"  projected {name} ({gpus} GPUs, {steps:,} steps, {run_s / 3600:.1f} h at 40% MFU, {samples_per_rank} "
+                  f"samples per rank): calibration "
                   f"host fold {host / 60:.1f} min with {count} thread(s) per rank = {100 * host / run_s:.2f}% of the run")
     return 0
 

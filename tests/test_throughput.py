@@ -2,7 +2,8 @@
 import torch
 
 from models import build_model
-from training.throughput import Throughput, flops_per_token, peak_tflops
+from models.cost import flops_per_token
+from training.throughput import Throughput, peak_tflops
 
 
 def test_flops_per_token_counts_matrix_parameters_and_attention():
