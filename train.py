@@ -22,7 +22,7 @@ import time
 import torch
 import yaml
 
-from configs import UserError, write_json_atomic
+from configs import IGNORE_INDEX, UserError, write_json_atomic
 from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
 from models import loss_sum_and_count, mean_loss, parameter_report
 from mols import MeasurementInterrupted, MoLS, param_groups
@@ -73,7 +73,7 @@ def forward_backward(train_model, micro_batches: list[dict], world_size: int, de
     nothing here waits for the device. The loss is a token-weighted mean over the whole global
     batch, so DDP's average over ranks is undone by the world-size factor; gradients are
     all-reduced on the last micro-batch only (no_sync before). Autocast covers the forward only."""
-    local_targets = sum(int((b["labels"][:, 1:] != -100).sum()) for b in micro_batches)
+    local_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     global_targets = distributed.all_reduce_tensor(torch.tensor(float(local_targets), device=device))
     loss_total = torch.zeros((), dtype=torch.float64, device=device)
     for i, batch in enumerate(micro_batches):

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 from functools import partial
 from typing import Callable, Iterator
 
@@ -37,7 +38,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from configs import UserError, write_json_atomic
+from configs import IGNORE_INDEX, UserError, write_json_atomic
 from data.config import DataConfig
 from data.embedded import load_embedded_corpus, read_texts
 from data.order import check_ranks, documents_per_rank, epoch_seed
@@ -48,7 +49,6 @@ from data.tokenizer import DocumentEncoder, tokenizer_fingerprint
 
 STATE_FORMAT = 1
 BLOCK_DOCS = 256        # documents per tokenization job of a worker
-IGNORE_INDEX = -100
 
 
 # --------------------------------------------------------------------------------------------
@@ -447,6 +447,9 @@ def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int,
             break
     if not sequences:
         raise UserError(f"no validation sequences from {where}")
+    if total < cfg.val_tokens:
+        warnings.warn(f"data.val_tokens is {cfg.val_tokens:,} but {where} holds {total:,} tokens of validation "
+                      f"targets: validation uses all of them", stacklevel=2)
     batches = [sequences[i: i + batch_size] for i in range(0, len(sequences), batch_size)]
     return [collate(group, encoder) for group in batches[rank::world_size]]
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from configs import IGNORE_INDEX
+
 CHUNK_ELEMENTS = 1 << 24   # fp32 elements upcast at once in the low-precision path (64 MB)
 
 

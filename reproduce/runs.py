@@ -8,6 +8,7 @@ wandb and logging cadence aside), so ablation runs never merge.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import statistics
@@ -19,6 +20,7 @@ from typing import Optional
 
 import yaml
 
+from optimizers.config import OptimizerConfig
 from reproduce.paper import PAPER
 from training.config import training_settings
 from training.records import read_metrics
@@ -35,14 +37,30 @@ def settings_of(config: dict) -> dict:
     return {k: v for k, v in flat.items() if k not in OWN_KEYS and (mols or not k.startswith("mols."))}
 
 
-def method_names() -> dict[str, str]:
-    """optimizer.name -> method overlay name (adamw -> adam), from configs/paper/methods/."""
-    names = {}
+def method_overlays() -> dict[str, dict]:
+    """Method overlay name -> its optimizer section (configs/paper/methods/*.yaml)."""
+    overlays = {}
     for overlay in sorted((PAPER / "methods").glob("*.yaml")):
         optimizer = (yaml.safe_load(overlay.read_text()) or {}).get("optimizer", {})
         if "name" in optimizer:
-            names[optimizer["name"]] = overlay.stem
-    return names
+            overlays[overlay.stem] = optimizer
+    return overlays
+
+
+OPTIMIZER_DEFAULTS = {f.name: f.default for f in dataclasses.fields(OptimizerConfig)
+                      if f.default is not dataclasses.MISSING}
+
+
+def method_label(optimizer: dict, overlays: dict[str, dict]) -> str:
+    """The overlay a run's optimizer section matches in every key the overlay sets (adamw with
+    weight decay 0 is the paper's "adam"); otherwise the optimizer's own name (an AdamW run with
+    weight decay stays "adamw")."""
+    resolved = {**OPTIMIZER_DEFAULTS, **optimizer}  # a config written before a default existed
+    for name, wanted in overlays.items():
+        if all(resolved.get(key) == value for key, value in wanted.items() if key != "options") and \
+                all((resolved.get("options") or {}).get(k) == v for k, v in (wanted.get("options") or {}).items()):
+            return name
+    return optimizer.get("name", "?")
 
 
 @dataclass
@@ -78,7 +96,7 @@ class Run:
         return self.val_ppl[max(self.val_ppl)] if self.val_ppl else None
 
 
-def read_run(run_dir: Path, methods: dict[str, str]) -> Run:
+def read_run(run_dir: Path, methods: dict[str, dict]) -> Run:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     summary_path = run_dir / "summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
@@ -89,7 +107,7 @@ def read_run(run_dir: Path, methods: dict[str, str]) -> Run:
            if r["kind"] == "val" and r.get("ppl", r.get("val_ppl")) is not None}
     calibration = next((r for r in records if r["kind"] == "mols_calibration"), None)
     return Run(path=run_dir, model=config.get("model", {}).get("size", "?"),
-               method=methods.get(optimizer.get("name"), optimizer.get("name", "?")),
+               method=method_label(optimizer, methods),
                mols=bool(config.get("mols", {}).get("enabled", False)), lr=float(optimizer.get("lr", math.nan)),
                seed=int(config.get("run", {}).get("seed", 0)), final_ppl=summary.get("final_val_ppl"), val_ppl=val,
                state_bytes=summary.get("optimizer_state_bytes"), final_loss=summary.get("final_val_loss"),
@@ -97,7 +115,7 @@ def read_run(run_dir: Path, methods: dict[str, str]) -> Run:
 
 
 def find_runs(roots: list[Path]) -> list[Run]:
-    methods = method_names()
+    methods = method_overlays()
     runs = []
     for root in roots:
         for config in sorted(Path(root).rglob("config.yaml")):

@@ -295,3 +295,13 @@ def test_curve_figures_table_and_plot(figure, tmp_path, capsys):
     rows = rows_of(capsys.readouterr().out)
     assert rows["Adam"][0] == f"{2.718281828 ** 3.2:.2f}" and rows["Adam+MoLS"][0] == "–"
     assert (tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_a_run_is_labelled_by_the_method_overlay_it_matches_in_full():
+    from reproduce.runs import method_label, method_overlays
+
+    overlays = method_overlays()
+    assert method_label({"name": "adamw", "lr": 1e-3, "weight_decay": 0.0}, overlays) == "adam"
+    assert method_label({"name": "adamw", "lr": 1e-3}, overlays) == "adam"  # weight decay 0 is the default
+    assert method_label({"name": "adamw", "lr": 1e-3, "weight_decay": 0.1}, overlays) == "adamw"  # real AdamW
+    assert method_label({"name": "muon", "lr": 1e-3}, overlays) == "muon"

@@ -34,18 +34,13 @@ class StopRequests:
 
     def __init__(self, signals=STOP_SIGNALS):
         self.received: Optional[int] = None
-        self._previous = {}
-        for sig in signals:
-            self._previous[sig] = signal.signal(sig, self._note)
+        for sig in signals:  # train.main puts the previous handlers back when the run ends
+            signal.signal(sig, self._note)
 
     def _note(self, signum, frame) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
             raise KeyboardInterrupt  # a second Ctrl-C: stop now, without the checkpoint
         self.received = signum
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
 
     def poll(self, nonfinite_loss: torch.Tensor, device: torch.device) -> tuple[bool, bool]:
         """(stop requested on some rank, loss non-finite on some rank)."""
