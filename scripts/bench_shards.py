@@ -59,9 +59,10 @@ def synthetic_shards(directory: Path, n_docs: int, per_shard: int) -> Path:
 
 def embedded_shards(directory: Path) -> Path:
     if not (directory / MANIFEST).is_file():
-        import pretokenize
-        code = pretokenize.main(["--source", "embedded", "--split", "train", "--tokenizer", "embedded-8k",
-                                 "--out", str(directory), "--docs-per-shard", "2000", "--workers", "2", "--quiet"])
+        import subprocess
+        code = subprocess.run([sys.executable, str(Path(__file__).with_name("pretokenize.py")), "--source", "embedded",
+                               "--split", "train", "--tokenizer", "embedded-8k", "--out", str(directory),
+                               "--docs-per-shard", "2000", "--workers", "2", "--quiet"]).returncode
         if code:
             raise SystemExit(code)
     return directory

@@ -659,16 +659,14 @@ def train_py_run(report: Report, tokenizer, tmp: Path, entry: dict, deadline: fl
     """One real train.py run (llama_60m, the paper's configs) on token shards of the real text:
     end-to-end tokens/s of the actual loop (data, logging, per-step checks) to set against the
     in-process figure. Its run directory (with the final checkpoint) is deleted once read."""
-    from scripts import pretokenize
-
     device, plan = report.device, report.plan
     shards = {}
     for split in ("train", "val"):
         shards[split] = tmp / f"shards-{split}"
         if not (shards[split] / "manifest.json").is_file():
-            code = pretokenize.main(["--source", "local", "--path", str(ASSETS / f"{split}.jsonl"),
-                                     "--split", split, "--tokenizer", TOKENIZER, "--out", str(shards[split]),
-                                     "--workers", "1", "--quiet"])
+            code = subprocess.run([sys.executable, str(ROOT / "scripts" / "pretokenize.py"), "--source", "local",
+                                   "--path", str(ASSETS / f"{split}.jsonl"), "--split", split, "--tokenizer",
+                                   TOKENIZER, "--out", str(shards[split]), "--workers", "1", "--quiet"]).returncode
             if code:
                 raise RuntimeError(f"pretokenize.py exited with {code}")
     size, steps = plan.e2e_size, plan.e2e_steps

@@ -205,3 +205,25 @@ def test_every_package_imports_only_what_its_layer_allows():
                 for package, targets in graph.items() for target, where in sorted(targets.items())
                 if target not in ALLOWED[package]]
     assert not problems, "imports against the layering:\n" + "\n".join(problems)
+
+
+def test_no_script_imports_another_script():
+    """scripts/ holds standalone tools: what two of them share lives in a package."""
+    scripts = ROOT / "scripts"
+    names = {p.stem for p in scripts.glob("*.py")} - {"__init__", "_repo_root"}
+    offenders = []
+    for path in sorted(scripts.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            modules = []
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""] + ([f"{node.module}.{a.name}" for a in node.names]
+                                                 if node.module == "scripts" else [])
+                if node.level:  # from . import x
+                    modules = [f"scripts.{a.name}" for a in node.names]
+            for module in modules:
+                head, _, rest = module.partition(".")
+                if (head == "scripts" and rest.split(".")[0] in names) or head in names:
+                    offenders.append(f"{path.name}:{node.lineno} imports {module}")
+    assert not offenders, offenders
