@@ -14,10 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 import signal
 import sys
 import time
+from dataclasses import dataclass
 
 import torch
 import yaml
@@ -25,6 +25,7 @@ import yaml
 from configs import IGNORE_INDEX, UserError, write_json_atomic
 from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
 from models import loss_sum_and_count, mean_loss, parameter_report
+from models.cost import flops_per_token
 from mols import MeasurementInterrupted, MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
 from optimizers.schedule import lr_factor
@@ -38,7 +39,6 @@ from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, Nonfi
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
 from training.state import TrainingState, check_resume_config
-from models.cost import flops_per_token
 from training.throughput import Throughput, peak_tflops
 
 
@@ -295,8 +295,7 @@ def train(cfg: Config) -> int:
                 multipliers = mols.multipliers(step)
                 record.update({f"lr_{cls}": record["lr"] * m for cls, m in multipliers.items()})
                 record["mols_multipliers"] = multipliers
-            elapsed = state.seconds()
-            record["elapsed_min"] = elapsed / 60
+            record["elapsed_min"] = state.seconds() / 60
             record["eta_min"] = (time.time() - state.started) / (done - segment_start) * (t.steps - done) / 60
             log.log("train", done, record, step_of=t.steps)
         if t.due("eval", done):
