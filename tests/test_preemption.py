@@ -253,3 +253,14 @@ def test_a_bad_jsonl_row_names_the_file_and_line(tmp_path, capsys, monkeypatch, 
     assert "Traceback" not in out + err
     assert err.strip().splitlines()[-1] == f"error: {path}: {expected}", err
     assert not (tmp_path / "bad" / "checkpoints").exists()
+
+
+def test_the_launcher_reads_its_own_option_and_rejects_a_bad_one(capsys):
+    from training import launch
+
+    assert launch.split_grace(["--stop-grace", "90", "--standalone", "train.py"]) == (90.0, ["--standalone", "train.py"])
+    assert launch.split_grace(["--stop-grace=5", "train.py"]) == (5.0, ["train.py"])
+    assert launch.split_grace(["--standalone", "train.py"]) == (600.0, ["--standalone", "train.py"])
+    with pytest.raises(SystemExit) as exit_:
+        launch.split_grace(["--stop-grace", "soon", "train.py"])
+    assert exit_.value.code == 2 and "--stop-grace needs a number of seconds" in capsys.readouterr().err

@@ -23,18 +23,27 @@ DEFAULT_GRACE_S = 600
 
 
 def split_grace(argv: list[str]) -> tuple[float, list[str]]:
-    """(`--stop-grace` seconds, the remaining torchrun arguments)."""
-    if argv and argv[0].startswith("--stop-grace"):
-        if "=" in argv[0]:
-            return float(argv[0].split("=", 1)[1]), argv[1:]
-        if len(argv) < 2:
-            raise SystemExit("error: --stop-grace needs a number of seconds")
-        return float(argv[1]), argv[2:]
-    return float(DEFAULT_GRACE_S), argv
+    """(`--stop-grace` seconds, the remaining torchrun arguments); bad input exits 2 with a message."""
+    if not argv or not argv[0].startswith("--stop-grace"):
+        return float(DEFAULT_GRACE_S), argv
+    if "=" in argv[0]:
+        value, rest = argv[0].split("=", 1)[1], argv[1:]
+    else:
+        value, rest = (argv[1] if len(argv) > 1 else ""), argv[2:]
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if seconds < 0:
+        print(f"error: --stop-grace needs a number of seconds >= 0, got {value!r}", file=sys.stderr)
+        sys.exit(2)
+    return seconds, rest
 
 
 def main(argv: list[str] | None = None) -> int:
     grace, torchrun_args = split_grace(list(sys.argv[1:] if argv is None else argv))
+    if torchrun_args[:1] in (["-h"], ["--help"]):
+        print(__doc__.strip() + "\n\ntorchrun's options follow.\n", flush=True)
     os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2")
     compat.give_workers_time_after_signal(grace)
     from torch.distributed.elastic.multiprocessing import SignalException
