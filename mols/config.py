@@ -21,7 +21,22 @@ class MoLSConfig:
     # reference has the largest SNR; configs/paper/mols_floor.yaml, the quickstart).
     min_alpha: Optional[float] = None
     max_alpha: Optional[float] = None
-    estimator: Literal["mean", "median"] = "mean"
+    estimator: Literal["mean", "median"] = "mean"   # how element SNRs make a module's SNR
+    # The element SNR. plain (default, the paper): mu^2 / var over the K gradient samples, which
+    # overestimates by about 1/K (E[mu_hat^2] = mu^2 + var/K): a module of SNR 0.01 at K = 64
+    # reads ~0.026. corrected: max(0, mu^2/var - 1/K), removing that term (what is left: ~2/K
+    # relative from 1/var_hat, and the clamp at 0 for elements with SNR below ~1/K), so alphas
+    # compare across K. Costs nothing.
+    snr: Literal["plain", "corrected"] = "plain"
+    # How sure each calibration is, from the samples it already draws: the samples are dealt
+    # round-robin into G groups, each group keeps its own moments (8 bytes x G per parameter, on
+    # stats_device, beside the estimate's 8), and the jackknife over the groups gives a standard
+    # error for every module SNR and alpha and a 95% interval (printed, logged, in mols.json). The
+    # estimate itself is unchanged. 0 turns it off; 1 is not allowed (a spread needs 2 groups).
+    uncertainty_groups: int = 4
+    # Warn (and mark the table) when an alpha's 95% interval is wider than +- this fraction of it;
+    # null: never.
+    uncertainty_warn: Optional[float] = 0.2
     # Elements whose gradient variance over the K samples is 0 (in practice: embedding rows of
     # tokens absent from the estimation samples, gradient exactly 0 every time). count (default):
     # they enter the module mean with SNR 0, as mu^2 / (var + eps) would give; exclude: the module
@@ -48,6 +63,10 @@ class MoLSConfig:
             value = getattr(self, name)
             if number(value) and value <= 0:
                 problems.append(f"mols.{name}: must be positive, got {value!r}")
+        if number(self.uncertainty_groups) and (self.uncertainty_groups < 0 or self.uncertainty_groups == 1):
+            problems.append(f"mols.uncertainty_groups: must be 0 (off) or at least 2, got {self.uncertainty_groups!r}")
+        if number(self.uncertainty_warn) and self.uncertainty_warn <= 0:
+            problems.append(f"mols.uncertainty_warn: must be positive (or null), got {self.uncertainty_warn!r}")
         for name in ("track_every", "reestimate_every", "reestimate_ramp_steps"):
             value = getattr(self, name)
             if number(value) and value < 0:

@@ -20,7 +20,7 @@ from typing import Callable, Iterable, Optional
 import torch
 
 from mols.groups import MIXED, Segment, classify
-from mols.snr import SNRMeasurement, default_loss, measure_module_snr
+from mols.snr import SNR_KINDS, SNRMeasurement, default_loss, jackknife_se, measure_module_snr, t_quantile_975
 
 UNSCALED = ("other", MIXED)  # classes that always keep multiplier 1
 AUTO_REFERENCE_CANDIDATES = ("qk", "vo", "mlp", "attn")
@@ -93,6 +93,23 @@ class Calibration:
     sequences: int
     seconds: float
     zero_variance_fraction: dict[str, float] = field(default_factory=dict)
+    # How sure the estimate is (mols.uncertainty_groups > 1): the jackknife over G groups of the
+    # samples gives a standard error for each module SNR and each alpha (the alpha's covers the
+    # reference's uncertainty too), and a 95% interval alpha +- t(G-1) * se. Empty when off.
+    snr: str = "plain"                                                     # plain | corrected
+    uncertainty_groups: int = 0
+    statistics_bytes: int = 0                                              # memory of the moments
+    module_snr_se: dict[str, float] = field(default_factory=dict)
+    alpha_se: dict[str, float] = field(default_factory=dict)
+    alpha_low: dict[str, float] = field(default_factory=dict)
+    alpha_high: dict[str, float] = field(default_factory=dict)
+    uncertainty_warn: Optional[float] = None   # relative half-width above which an alpha is flagged
+    uncertain: list[str] = field(default_factory=list)  # classes whose interval is wider than that
+
+    def relative_half_width(self, cls: str) -> Optional[float]:
+        if cls not in self.alpha_high or not self.alphas.get(cls):
+            return None
+        return (self.alpha_high[cls] - self.alpha_low[cls]) / 2 / self.alphas[cls]
 
     def table(self) -> str:
         if self.reference == FIXED:
@@ -101,12 +118,37 @@ class Calibration:
             lines += [f"  {cls:<14}{self.alphas[cls]:>9.3f}" for cls in sorted(self.alphas)]
             return "\n".join(lines)
         lines = [f"MoLS calibration at step {self.step}: {self.sequences} sequences in "
-                 f"{self.gradient_samples} gradient samples, {self.seconds:.1f}s; reference {self.reference}",
-                 f"  {'module':<14}{'SNR':>12}{'alpha':>9}" + ("  zero-variance elements" if self.zero_variance_fraction else "")]
+                 f"{self.gradient_samples} gradient samples, {self.seconds:.1f}s; reference {self.reference}"
+                 + ("; bias-corrected SNR" if self.snr == "corrected" else "")]
+        ranged = bool(self.alpha_se)
+        if ranged:
+            lines.append(f"  uncertainty: jackknife over {self.uncertainty_groups} groups of the samples "
+                         f"(statistics {self.statistics_bytes / 2**20:,.1f} MiB); 95% interval = alpha "
+                         f"+- {t_quantile_975(self.uncertainty_groups - 1):.2f} se")
+        elif self.uncertainty_groups:
+            lines.append(f"  uncertainty: not available ({self.gradient_samples} samples in "
+                         f"{self.uncertainty_groups} groups: every group needs one)")
+        lines.append(f"  {'module':<14}{'SNR':>12}" + (f"{'± se':>11}" if ranged else "") + f"{'alpha':>9}"
+                     + (f"{'± se':>8}  {'95% interval':<17}" if ranged else "")
+                     + ("  zero-variance elements" if self.zero_variance_fraction else ""))
         for cls in sorted(self.module_snr, key=lambda c: -self.module_snr[c]):
             zero = self.zero_variance_fraction.get(cls)
-            lines.append(f"  {cls:<14}{self.module_snr[cls]:>12.4g}{self.alphas[cls]:>9.3f}"
-                         + (f"  {100 * zero:.1f}%" if zero else ""))
+            line = f"  {cls:<14}{self.module_snr[cls]:>12.4g}"
+            if ranged:
+                se = self.module_snr_se.get(cls)
+                line += f"{se:>11.2g}" if se is not None else f"{'':>11}"
+            line += f"{self.alphas[cls]:>9.3f}"
+            if ranged:
+                if cls in self.alpha_se:
+                    interval = f"[{self.alpha_low[cls]:.3f}, {self.alpha_high[cls]:.3f}]"
+                    line += f"{self.alpha_se[cls]:>8.3f}  {interval:<17}"
+                else:
+                    line += f"{'':>8}  {'':<17}"
+            lines.append((line + (f"  {100 * zero:.1f}%" if zero else "")).rstrip())
+        for cls in self.uncertain:
+            lines.append(f"  ! {cls}: alpha {self.alphas[cls]:.3f} is uncertain by +-"
+                         f"{100 * self.relative_half_width(cls):.0f}% (more than mols.uncertainty_warn "
+                         f"{100 * self.uncertainty_warn:.0f}%); more samples (mols.samples) narrow it")
         return "\n".join(lines)
 
 
@@ -147,7 +189,8 @@ class MoLS:
                  fixed_multipliers: Optional[dict[str, float]] = None,
                  stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
                  reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None,
-                 samples: int = 2048, track_every: int = 0, track_samples: int = 256):
+                 samples: int = 2048, track_every: int = 0, track_samples: int = 256, snr: str = "plain",
+                 uncertainty_groups: int = 4, uncertainty_warn: Optional[float] = 0.2):
         inner = getattr(model, "module", model)
         self.params = dict(inner.named_parameters())
         self.segments: list[Segment] = segments_of(optimizer, inner)
@@ -173,6 +216,14 @@ class MoLS:
         if zero_variance not in ("count", "exclude"):
             raise ValueError(f"MoLS: unknown zero_variance {zero_variance!r} (count or exclude)")
         self.zero_variance = zero_variance
+        if snr not in SNR_KINDS:
+            raise ValueError(f"MoLS: unknown snr {snr!r} (plain or corrected)")
+        if uncertainty_groups < 0 or uncertainty_groups == 1:
+            raise ValueError(f"MoLS: uncertainty_groups must be 0 (off) or at least 2, got {uncertainty_groups}")
+        # snr: the per-element estimator; uncertainty_groups: G groups of samples for the jackknife
+        # (8 bytes x G per parameter beside the 8 of the estimate); an alpha whose 95% interval's
+        # half-width exceeds uncertainty_warn x alpha is warned about.
+        self.snr, self.uncertainty_groups, self.uncertainty_warn = snr, uncertainty_groups, uncertainty_warn
         self.fixed_multipliers = None if fixed_multipliers is None else dict(fixed_multipliers)
         self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
         # How many sequences a calibration and a tracking measurement use; track_every > 0 measures
@@ -197,7 +248,8 @@ class MoLS:
                    estimator=cfg.estimator, zero_variance=cfg.zero_variance,
                    fixed_multipliers=cfg.fixed_multipliers, stats_device="cpu" if cfg.stats_device == "cpu" else device,
                    reestimate_every=cfg.reestimate_every, reestimate_ramp_steps=cfg.reestimate_ramp_steps,
-                   step=step, samples=cfg.samples, track_every=cfg.track_every, track_samples=cfg.track_samples)
+                   step=step, samples=cfg.samples, track_every=cfg.track_every, track_samples=cfg.track_samples,
+                   snr=cfg.snr, uncertainty_groups=cfg.uncertainty_groups, uncertainty_warn=cfg.uncertainty_warn)
 
     @property
     def step(self) -> int:
@@ -231,11 +283,32 @@ class MoLS:
         return {c: self.multiplier(c, step) for c in classes}
 
     def measure(self, model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callable = default_loss,
-                should_stop: Optional[Callable[[], bool]] = None) -> SNRMeasurement:
-        """Module SNRs now, without changing anything (for SNR tracking over training)."""
+                should_stop: Optional[Callable[[], bool]] = None, groups: int = 0) -> SNRMeasurement:
+        """Module SNRs now, without changing anything (for SNR tracking over training); `groups`
+        > 1 adds their jackknife standard errors."""
         return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn, stats_device=self.stats_device,
-                                  estimator=self.estimator, zero_variance=self.zero_variance,
-                                  should_stop=should_stop)
+                                  estimator=self.estimator, zero_variance=self.zero_variance, snr=self.snr,
+                                  groups=groups, should_stop=should_stop)
+
+    def _uncertainty(self, result: SNRMeasurement, alphas: dict[str, float]) -> dict:
+        """Calibration fields for the jackknife of module SNRs and alphas ({} without replicates)."""
+        if len(result.replicates) < 2:
+            return {}
+        with warnings.catch_warnings():  # a replicate's own zero-SNR warning repeats the estimate's
+            warnings.simplefilter("ignore")
+            replicate_alphas = [compute_alphas(r, self.reference, self.min_alpha, self.max_alpha)[0]
+                                for r in result.replicates]
+        alpha_se = jackknife_se(replicate_alphas)
+        t = t_quantile_975(len(result.replicates) - 1)
+        alpha_se = {c: se for c, se in alpha_se.items() if c in alphas and c not in UNSCALED}
+        low = {c: max(0.0, alphas[c] - t * se) for c, se in alpha_se.items()}
+        high = {c: alphas[c] + t * se for c, se in alpha_se.items()}
+        uncertain = []
+        if self.uncertainty_warn is not None:
+            uncertain = [c for c in sorted(high) if c not in UNSCALED and alphas[c] > 0
+                         and (high[c] - low[c]) / 2 > self.uncertainty_warn * alphas[c]]
+        return {"module_snr_se": dict(result.module_snr_se), "alpha_se": alpha_se, "alpha_low": low,
+                "alpha_high": high, "uncertain": uncertain}
 
     def calibrate(self, model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callable = default_loss,
                   should_stop: Optional[Callable[[], bool]] = None) -> Calibration:
@@ -250,7 +323,7 @@ class MoLS:
                                      if c == k or c.endswith("." + k)), 1.0)) for c in classes}
             result, ref = SNRMeasurement({}, 0, 0, 0.0), FIXED
         else:
-            result = self.measure(model, batches, loss_fn, should_stop)
+            result = self.measure(model, batches, loss_fn, should_stop, groups=self.uncertainty_groups)
             alphas, ref = compute_alphas(result.module_snr, self.reference, self.min_alpha, self.max_alpha)
         if self.calibrations:  # re-estimation: from the current multipliers, over a fixed window
             end = step + self.reestimate_ramp_steps
@@ -258,8 +331,16 @@ class MoLS:
             end = max(self.warmup_steps, step)
         current = {c: self.multiplier(c, step) for c in alphas}
         self.ramp = Ramp(step, end, current, alphas)
+        extra = {} if ref == FIXED else {
+            "snr": self.snr, "uncertainty_groups": self.uncertainty_groups,
+            "statistics_bytes": result.statistics_bytes, "uncertainty_warn": self.uncertainty_warn,
+            **self._uncertainty(result, alphas)}
         calibration = Calibration(step, result.module_snr, alphas, ref, result.gradient_samples,
-                                  result.sequences, result.seconds, result.zero_variance_fraction)
+                                  result.sequences, result.seconds, result.zero_variance_fraction, **extra)
+        for cls in calibration.uncertain:
+            warnings.warn(f"MoLS: the alpha of {cls} ({alphas[cls]:.3f}, 95% interval "
+                          f"[{calibration.alpha_low[cls]:.3f}, {calibration.alpha_high[cls]:.3f}]) is uncertain "
+                          f"by more than {100 * self.uncertainty_warn:.0f}%: more samples (mols.samples) narrow it")
         self.calibrations.append(calibration)
         return calibration
 

@@ -6,6 +6,13 @@ its elements' SNRs; `zero_variance="exclude"` leaves the var == 0 elements out o
 (the paper does not say; "count", the default, is what mu^2 / (var + eps) computes). Moments
 are streamed with Welford's update, so K gradients are never held at once, and merged across
 data-parallel ranks with Chan's formula.
+
+`snr="corrected"` removes the 1/K bias of mu^2 (E[mu_hat^2] = mu^2 + var/K): per element
+max(0, mu^2/var - 1/K). `groups=G > 0` also keeps the moments of G groups of the samples
+(sample i of the whole measurement, counted over all ranks, goes to group i % G), from which
+`jackknife_replicates` gives the G delete-one-group module SNRs: their spread is the estimate's
+standard error (`jackknife_se`), at no extra forward/backward pass and 8 bytes x G per parameter.
+The merged moments, and so the module SNRs, are the same with or without groups (bitwise).
 """
 from __future__ import annotations
 
@@ -20,17 +27,70 @@ import torch.distributed as dist
 from mols.groups import Segment
 
 MEDIAN_MAX_ELEMENTS = 1 << 24  # above this a class's median is taken on a fixed random subsample
+SNR_KINDS = ("plain", "corrected")
+
+
+def snr_from_moments(mean: torch.Tensor, m2: torch.Tensor, count: int, snr: str = "plain") -> torch.Tensor:
+    """Element SNRs from Welford moments of `count` samples: mu^2 / var ("plain"), or
+    max(0, mu^2 / var - 1/count) ("corrected"); 0 where var == 0."""
+    if count < 2:
+        raise ValueError("SNR needs at least 2 gradient samples")
+    var = m2 / (count - 1)
+    value = mean.square() / var
+    if snr == "corrected":
+        value = (value - 1.0 / count).clamp_(min=0.0)
+    elif snr != "plain":
+        raise ValueError(f"unknown snr {snr!r} (plain or corrected)")
+    return torch.where(var > 0, value, torch.zeros_like(value))
+
+
+def jackknife_se(replicates: list[dict[str, float]]) -> dict[str, float]:
+    """Delete-one jackknife standard error per key: sqrt((G-1)/G * sum_j (theta_j - mean)^2)."""
+    g = len(replicates)
+    if g < 2:
+        return {}
+    result = {}
+    for key in replicates[0]:
+        values = [r[key] for r in replicates if key in r]
+        if len(values) != g:
+            continue
+        mean = sum(values) / g
+        result[key] = ((g - 1) / g * sum((v - mean) ** 2 for v in values)) ** 0.5
+    return result
+
+
+# Two-sided 95% quantiles of Student's t for 1..30 degrees of freedom (1.96 beyond): a jackknife
+# over G groups has G - 1.
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160,
+         2.145, 2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056,
+         2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
 
 
 class GradientMoments:
     """Running per-element mean and sum of squared deviations of parameter gradients (fp32)."""
 
-    def __init__(self, params: dict[str, torch.Tensor], device: torch.device | str = "cpu"):
+    def __init__(self, params: dict[str, torch.Tensor], device: torch.device | str = "cpu", groups: int = 0):
         self.params = params
         self.device = torch.device(device)
         self.mean = {n: torch.zeros(p.shape, dtype=torch.float32, device=self.device) for n, p in params.items()}
         self.m2 = {n: torch.zeros_like(m) for n, m in self.mean.items()}
         self.count = 0
+        # Per-group moments beside the merged ones (never used to compute those): sample i of the
+        # measurement over all ranks, i = rank + world * local index, goes to group i % groups, so
+        # one rank and R ranks put the same samples in the same groups.
+        if groups < 0 or groups == 1:
+            raise ValueError(f"groups must be 0 (off) or at least 2, got {groups}")
+        self.groups = groups
+        distributed = dist.is_available() and dist.is_initialized()
+        self._rank = dist.get_rank() if distributed else 0
+        self._world = dist.get_world_size() if distributed else 1
+        self.group_mean = [{n: torch.zeros_like(m) for n, m in self.mean.items()} for _ in range(groups)]
+        self.group_m2 = [{n: torch.zeros_like(m) for n, m in self.mean.items()} for _ in range(groups)]
+        self.group_count = [0] * groups
         # Two scratch buffers of the largest tensor's size for Welford's two differences: fresh
         # temporaries of every gradient's size each sample cost page faults that made the fold
         # 2.4x slower (scripts/bench_mols.py --fold-only; the arithmetic is the same).
@@ -40,7 +100,10 @@ class GradientMoments:
     @torch.no_grad()
     def add_current_grads(self) -> None:
         """Fold in the gradients now in `.grad` as one sample (a missing grad counts as zero)."""
+        group = (self._rank + self._world * self.count) % self.groups if self.groups else None
         self.count += 1
+        if group is not None:
+            self.group_count[group] += 1
         for name, param in self.params.items():
             mean, m2 = self.mean[name], self.m2[name]
             # A blocking copy: a non_blocking device-to-host copy may still be in flight when the
@@ -51,6 +114,15 @@ class GradientMoments:
             torch.sub(grad, mean, out=delta)
             mean.add_(delta, alpha=1.0 / self.count)
             m2.addcmul_(delta, torch.sub(grad, mean, out=after))
+            if group is not None:  # the same Welford step on this sample's group
+                g_mean, g_m2 = self.group_mean[group][name], self.group_m2[group][name]
+                torch.sub(grad, g_mean, out=delta)
+                g_mean.add_(delta, alpha=1.0 / self.group_count[group])
+                g_m2.addcmul_(delta, torch.sub(grad, g_mean, out=after))
+
+    def statistics_bytes(self) -> int:
+        """Memory of the moments: 8 bytes per parameter element, and 8 more per group."""
+        return 8 * (1 + self.groups) * sum(m.numel() for m in self.mean.values())
 
     @torch.no_grad()
     def merge_across_ranks(self) -> None:
@@ -70,24 +142,75 @@ class GradientMoments:
             self.mean[name].copy_(pooled_mean)
             self.m2[name].copy_(m2)
         self.count *= world
+        self._merge_groups_across_ranks(world, comm_device)
 
-    def element_snr(self, name: str) -> torch.Tensor:
-        if self.count < 2:
-            raise ValueError("SNR needs at least 2 gradient samples")
-        var = self.m2[name] / (self.count - 1)
-        snr = self.mean[name].square() / var
-        return torch.where(var > 0, snr, torch.zeros_like(snr))
+    @torch.no_grad()
+    def _merge_groups_across_ranks(self, world: int, comm_device: torch.device) -> None:
+        """Chan's merge for unequal counts (a group may hold no sample of a rank)."""
+        if not self.groups:
+            return
+        local_counts = list(self.group_count)
+        totals = torch.tensor(local_counts, dtype=torch.float64, device=comm_device)
+        dist.all_reduce(totals)
+        for g in range(self.groups):
+            n_local, n_total = local_counts[g], float(totals[g])
+            for name in self.mean:
+                local_mean = self.group_mean[g][name].to(comm_device)
+                pooled_mean = local_mean * n_local
+                dist.all_reduce(pooled_mean)
+                if n_total > 0:
+                    pooled_mean /= n_total
+                m2 = self.group_m2[g][name].to(comm_device)
+                m2.add_((local_mean - pooled_mean).square_(), alpha=n_local)
+                dist.all_reduce(m2)
+                self.group_mean[g][name].copy_(pooled_mean)
+                self.group_m2[g][name].copy_(m2)
+            self.group_count[g] = int(round(n_total))
+
+    def element_snr(self, name: str, snr: str = "plain") -> torch.Tensor:
+        return snr_from_moments(self.mean[name], self.m2[name], self.count, snr)
+
+    def _without_group(self, name: str, left_out: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(mean, m2, count) of `name` over every group but `left_out` (Chan's merge of the rest)."""
+        kept = [g for g in range(self.groups) if g != left_out and self.group_count[g] > 0]
+        count = sum(self.group_count[g] for g in kept)
+        mean = sum(self.group_mean[g][name] * (self.group_count[g] / count) for g in kept)
+        m2 = sum(self.group_m2[g][name] + (self.group_mean[g][name] - mean).square() * self.group_count[g]
+                 for g in kept)
+        return mean, m2, count
+
+    def jackknife_replicates(self, segments: list[Segment], estimator: str = "mean", zero_variance: str = "count",
+                             snr: str = "plain") -> list[dict[str, float]]:
+        """The G delete-one-group module SNRs ([] without groups, or when a group is empty or the
+        rest holds fewer than 2 samples)."""
+        if not self.groups or min(self.group_count) == 0 or self.count - max(self.group_count) < 2:
+            return []
+        replicates = []
+        for left_out in range(self.groups):
+            def element(name, left_out=left_out):
+                mean, m2, count = self._without_group(name, left_out)
+                return snr_from_moments(mean, m2, count, snr), m2 > 0
+            replicates.append(self._aggregate(segments, estimator, zero_variance, element)[0])
+        return replicates
 
     def module_snr(self, segments: list[Segment], estimator: str = "mean",
-                   zero_variance: str = "count") -> dict[str, float]:
+                   zero_variance: str = "count", snr: str = "plain") -> dict[str, float]:
         """Per class: mean (or median) of element SNRs over all its segments; elements with zero
         variance count as SNR 0 ("count") or are left out ("exclude"; a class with no element
         left has SNR 0)."""
-        return self.module_stats(segments, estimator, zero_variance)[0]
+        return self.module_stats(segments, estimator, zero_variance, snr)[0]
 
     def module_stats(self, segments: list[Segment], estimator: str = "mean",
-                     zero_variance: str = "count") -> tuple[dict[str, float], dict[str, float]]:
+                     zero_variance: str = "count", snr: str = "plain") -> tuple[dict[str, float], dict[str, float]]:
         """(module SNR, fraction of the class's elements with zero variance) per class."""
+        return self._aggregate(segments, estimator, zero_variance,
+                               lambda name: (self.element_snr(name, snr), self.m2[name] > 0))
+
+    @staticmethod
+    def _aggregate(segments: list[Segment], estimator: str, zero_variance: str,
+                   element: Callable[[str], tuple[torch.Tensor, torch.Tensor]]
+                   ) -> tuple[dict[str, float], dict[str, float]]:
+        """Module SNRs from `element(name)` = (element SNRs, var > 0) of each parameter."""
         if zero_variance not in ("count", "exclude"):
             raise ValueError(f"unknown zero_variance {zero_variance!r} (count or exclude)")
         per_class: dict[str, list[torch.Tensor]] = {}
@@ -95,7 +218,7 @@ class GradientMoments:
         snr_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for seg in segments:
             if seg.name not in snr_cache:
-                snr_cache[seg.name] = (self.element_snr(seg.name), self.m2[seg.name] > 0)
+                snr_cache[seg.name] = element(seg.name)
             snr, nonzero = (seg.view(t).reshape(-1) for t in snr_cache[seg.name])
             zero.setdefault(seg.module_class, [0, 0])
             zero[seg.module_class][0] += int(nonzero.numel() - nonzero.sum())
@@ -134,6 +257,11 @@ class SNRMeasurement:
     sequences: int            # N = K * micro-batch size
     seconds: float
     zero_variance_fraction: dict[str, float] = field(default_factory=dict)  # per class
+    # With groups: the G delete-one-group module SNRs, and the jackknife standard error per class
+    replicates: list[dict[str, float]] = field(default_factory=list)
+    module_snr_se: dict[str, float] = field(default_factory=dict)
+    groups: int = 0
+    statistics_bytes: int = 0  # memory of the moments (merged and per group)
 
 
 def default_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
@@ -143,7 +271,7 @@ def default_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
 def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments: list[Segment], *,
                        loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] = default_loss,
                        stats_device: str | torch.device = "cpu", estimator: str = "mean",
-                       zero_variance: str = "count",
+                       zero_variance: str = "count", snr: str = "plain", groups: int = 0,
                        should_stop: Callable[[], bool] | None = None) -> SNRMeasurement:
     """Module SNRs from one gradient sample per batch (extra forward/backward passes).
 
@@ -151,13 +279,16 @@ def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments
     rank sees its own gradients, and the moments are merged across ranks once at the end. The
     model's parameters and any gradients it held are left as they were; no optimizer is involved.
     `should_stop` is asked after every sample (under DDP it must give every rank the same answer);
-    when it says True the measurement ends at once with MeasurementInterrupted.
+    when it says True the measurement ends at once with MeasurementInterrupted. `groups` > 1 adds
+    the jackknife replicates and standard errors (see GradientMoments); `snr` is plain or corrected.
     """
+    if snr not in SNR_KINDS:
+        raise ValueError(f"unknown snr {snr!r} (plain or corrected)")
     start = time.perf_counter()
     inner = getattr(model, "module", model)
     params = {n: p for n, p in inner.named_parameters() if p.requires_grad}
     saved_grads = {n: p.grad for n, p in params.items()}
-    moments = GradientMoments(params, stats_device)
+    moments = GradientMoments(params, stats_device, groups)
     sequences = 0
     no_sync = model.no_sync if hasattr(model, "no_sync") else contextlib.nullcontext
     try:
@@ -179,5 +310,7 @@ def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments
                              device="cuda" if dist.get_backend() == "nccl" else "cpu")
         dist.all_reduce(total)
         sequences = int(total.item())
-    module_snr, zero_fraction = moments.module_stats(segments, estimator, zero_variance)
-    return SNRMeasurement(module_snr, moments.count, sequences, time.perf_counter() - start, zero_fraction)
+    module_snr, zero_fraction = moments.module_stats(segments, estimator, zero_variance, snr)
+    replicates = moments.jackknife_replicates(segments, estimator, zero_variance, snr)
+    return SNRMeasurement(module_snr, moments.count, sequences, time.perf_counter() - start, zero_fraction,
+                          replicates, jackknife_se(replicates), groups, moments.statistics_bytes())

@@ -39,7 +39,8 @@ def job_cost(cfg) -> JobCost:
     """FLOPs per token (models/cost.py, the same as the runs' MFU) times steps x global_batch x
     seq_len training tokens (evaluation and MoLS's SNR samples not counted);
     host CPUs data.num_workers + 2 per rank; host memory per rank: a base allowance, plus MoLS's two
-    fp32 copies of the parameters (8 bytes each) when its statistics live on the CPU."""
+    fp32 copies of the parameters (8 bytes) and 8 more per uncertainty group when its statistics
+    live on the CPU."""
     from models import SIZES
 
     size = SIZES[cfg.model.size]
@@ -48,7 +49,8 @@ def job_cost(cfg) -> JobCost:
     n, per_token = model_cost(cfg.model.size, vocab, seq_len, cfg.model.overrides)
     flops = cfg.train.steps * cfg.train.global_batch * seq_len * per_token
     mols_on_cpu = cfg.mols.enabled and cfg.mols.stats_device == "cpu"
-    mem = BASE_MEM_PER_RANK_GIB * 2**30 + (8 * n if mols_on_cpu else 0)
+    copies = 1 + cfg.mols.uncertainty_groups  # the moments, and the uncertainty groups' (mols/snr.py)
+    mem = BASE_MEM_PER_RANK_GIB * 2**30 + (8 * copies * n if mols_on_cpu else 0)
     return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
 
 

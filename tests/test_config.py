@@ -100,3 +100,11 @@ def test_mols_reference_must_exist_in_the_grouping():
         load_config(None, ["mols.grouping=attn_mlp"])
     assert load_config(None, ["mols.grouping=attn_mlp", "mols.reference=attn"]).mols.reference == "attn"
     assert load_config(None, ["mols.grouping=layers"]).mols.reference == "vo"
+
+
+def test_snr_tracking_without_mols_says_what_to_set():
+    with pytest.raises(ConfigError) as error:
+        load_config(None, ["mols.track_every=100"])
+    assert "mols.track_every" in str(error.value) and "mols.fixed_multipliers: {}" in str(error.value)
+    tracked = load_config(None, ["mols.track_every=100", "mols.enabled=true", "mols.fixed_multipliers={}"])
+    assert tracked.mols.track_every == 100 and tracked.mols.fixed_multipliers == {}

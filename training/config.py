@@ -134,6 +134,11 @@ class Config:
             step = self.mols_estimate_step
             if is_int(step) and not 0 <= step < steps:
                 problems.append(f"mols.estimate_at: must be a step in [0, train.steps={steps}), got {step}")
+        if not self.mols.enabled and is_int(self.mols.track_every) and self.mols.track_every > 0:
+            # train.py measures SNRs through its MoLS object, which exists only when enabled
+            problems.append(f"mols.track_every: {self.mols.track_every} does nothing while mols.enabled is false; "
+                            "to track module SNRs without scaling set mols.enabled: true with "
+                            "mols.fixed_multipliers: {} (as configs/paper/experiments/track_snr.yaml does)")
         return problems
 
     @property
@@ -171,7 +176,7 @@ def load_config(paths=None, overrides: list[str] | None = None) -> Config:
 RUN_ONLY_SETTINGS = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
                      "train.peak_tflops", "train.log_every", "train.eval_every", "train.eval_batch",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.threads",
-                     "train.check_memory", "data.num_workers")
+                     "train.check_memory", "data.num_workers", "mols.uncertainty_groups", "mols.uncertainty_warn")
 LEAF_MAPPINGS = ("mols.fixed_multipliers",)  # settings whose value is a mapping: compared whole
 
 

@@ -59,7 +59,7 @@ def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
         head = vocab * hidden
         memory["bf16 weight copies"] = 2 * (head + n / layers if cfg.model.gradient_checkpointing else n)
     if cfg.mols.enabled and cfg.mols.stats_device != "cpu":
-        memory["MoLS statistics"] = 8 * n
+        memory["MoLS statistics"] = 8 * (1 + cfg.mols.uncertainty_groups) * n  # estimate + uncertainty groups
     return memory
 
 
@@ -117,7 +117,8 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
     precision = t.precision if t.precision != "auto" else "bf16-mixed"
     memory = memory_estimate(cfg, model, vocab, precision)
     per_gpu = sum(memory.values())
-    mols_host = 8 * n * min(world_size, gpus_per_node) if cfg.mols.enabled and cfg.mols.stats_device == "cpu" else 0
+    mols_copies = 2 * (1 + cfg.mols.uncertainty_groups)  # fp32 moments: the estimate's and each group's
+    mols_host = 4 * mols_copies * n * min(world_size, gpus_per_node) if cfg.mols.enabled and cfg.mols.stats_device == "cpu" else 0
     lines = [f"dry run: {cfg.model.size} with {cfg.optimizer.name}{' + MoLS' if cfg.mols.enabled else ''} "
              f"on {world_size} GPU(s) ({gpus_per_node} per node); nothing is read or written",
              f"parameters: {n / 1e6:,.2f}M (vocabulary {vocab})"]
@@ -132,6 +133,8 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
     lines += [f"  {part:<18} {value / GIB:>8,.2f} GiB" for part, value in memory.items()]
     if cfg.mols.enabled:
         lines.append(f"MoLS: {cfg.mols.samples:,} estimation samples at step {cfg.mols_estimate_step:,}; "
-                     + (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB (two fp32 copies "
-                        f"of the parameters per rank)" if mols_host else "statistics on the GPU (counted above)"))
+                     + (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB ({mols_copies} fp32 copies "
+                        f"of the parameters per rank" + (f", {2 * cfg.mols.uncertainty_groups} of them for the "
+                        f"uncertainty groups: mols.uncertainty_groups=0 saves them" if cfg.mols.uncertainty_groups else "")
+                        + ")" if mols_host else "statistics on the GPU (counted above)"))
     return "\n".join(lines)
