@@ -16,6 +16,7 @@ from models import build_model
 from mols import Calibration, MoLS, classify, compute_alphas, measure_module_snr, param_groups
 from mols.groups import Segment
 from mols.snr import GradientMoments, jackknife_se, t_quantile_975
+from test_mols import fixed_batches
 
 # A fake model: one tensor per class, each row an independent repetition of the experiment (so a
 # few hundred repetitions cost one pass of K samples). Row r of "vo" and of "emb" are module
@@ -87,7 +88,7 @@ def test_corrected_snr_is_unbiased_and_the_plain_one_is_biased_up_by_one_over_k(
 def test_two_ranks_give_the_interval_of_one_rank_on_the_same_samples():
     torch.manual_seed(0)
     model = build_model("llama_micro", 64)
-    single = measure_module_snr(model, _batches(), classify(model.named_parameters()), groups=GROUPS)
+    single = measure_module_snr(model, fixed_batches(), classify(model.named_parameters()), groups=GROUPS)
     assert len(single.replicates) == GROUPS and single.module_snr_se
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "out.pt")
@@ -107,20 +108,11 @@ def test_two_ranks_give_the_interval_of_one_rank_on_the_same_samples():
             assert theirs[cls] == pytest.approx(value, rel=1e-4)
 
 
-def _batches(vocab=64, count=8, batch=2, length=16, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    out = []
-    for _ in range(count):
-        ids = torch.randint(0, vocab, (batch, length), generator=gen)
-        out.append({"input_ids": ids, "labels": ids})
-    return out
-
-
 def _ddp_worker(rank, world, init_file, out_file):
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.manual_seed(0)
     model = torch.nn.parallel.DistributedDataParallel(build_model("llama_micro", 64))
-    result = measure_module_snr(model, _batches()[rank::world], classify(model.module.named_parameters()),
+    result = measure_module_snr(model, fixed_batches()[rank::world], classify(model.module.named_parameters()),
                                 groups=GROUPS)
     if rank == 0:
         torch.save({"snr": result.module_snr, "se": result.module_snr_se, "replicates": result.replicates}, out_file)
@@ -142,7 +134,7 @@ def test_the_estimate_is_bitwise_the_same_with_and_without_groups():
     for groups in (0, GROUPS):
         mols = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=0, warmup_steps=4,
                     uncertainty_groups=groups, uncertainty_warn=None)
-        calibrations[groups] = mols.calibrate(model, _batches())
+        calibrations[groups] = mols.calibrate(model, fixed_batches())
     assert calibrations[0].module_snr == calibrations[GROUPS].module_snr
     assert calibrations[0].alphas == calibrations[GROUPS].alphas
     assert calibrations[0].alpha_se == {} and set(calibrations[GROUPS].alpha_se) == {"emb", "head", "qk", "vo", "mlp"}
@@ -154,7 +146,7 @@ def test_the_table_shows_intervals_and_a_wide_interval_warns():
     mols = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=0, warmup_steps=4,
                 uncertainty_warn=0.01)
     with pytest.warns(UserWarning, match="uncertain by more than 1%"):
-        calibration = mols.calibrate(model, _batches())
+        calibration = mols.calibrate(model, fixed_batches())
     table = calibration.table()
     assert "jackknife over 4 groups" in table and "95% interval" in table
     for cls in ("emb", "qk", "mlp", "head"):
@@ -169,7 +161,7 @@ def test_the_table_shows_intervals_and_a_wide_interval_warns():
                  uncertainty_warn=100.0)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert quiet.calibrate(model, _batches()).uncertain == []
+        assert quiet.calibrate(model, fixed_batches()).uncertain == []
     # logged and saved: plain JSON through state_dict, and old checkpoints (no new fields) still load
     state = json.loads(json.dumps(mols.state_dict()))
     assert state["calibrations"][0]["alpha_high"] == calibration.alpha_high
@@ -188,7 +180,7 @@ def test_the_settings_reach_mols_from_the_config_and_are_checked():
     assert cfg.validate() == []
     mols = MoLS.from_config(model, torch.optim.AdamW(param_groups(model), lr=1e-3), cfg, estimate_step=0,
                             warmup_steps=2)
-    calibration = mols.calibrate(model, _batches(count=6))
+    calibration = mols.calibrate(model, fixed_batches(count=6))
     assert calibration.snr == "corrected" and calibration.uncertainty_groups == 3
     assert "bias-corrected" in calibration.table() and "+- 4.30 se" in calibration.table()
     assert any("uncertainty_groups" in p for p in MoLSConfig(uncertainty_groups=1).validate())
@@ -196,5 +188,5 @@ def test_the_settings_reach_mols_from_the_config_and_are_checked():
     # too few samples for the groups: no interval, said in the table
     few = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=0, warmup_steps=2,
                uncertainty_groups=4)
-    calibration = few.calibrate(model, _batches(count=3))
+    calibration = few.calibrate(model, fixed_batches(count=3))
     assert calibration.alpha_se == {} and "not available" in calibration.table()
