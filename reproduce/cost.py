@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from training.dry_run import mols_statistics_bytes
+
 DEFAULT_MFU = 0.40                # model FLOPs utilisation assumed for the estimate
 DEFAULT_GPU_PEAK_TFLOPS = 989.0   # H100 SXM dense bf16
 BASE_MEM_PER_RANK_GIB = 16        # host memory per rank besides MoLS: torch/CUDA, data workers, checkpointing
@@ -48,9 +50,8 @@ def job_cost(cfg) -> JobCost:
     seq_len = cfg.data.seq_len
     n, per_token = model_cost(cfg.model.size, vocab, seq_len, cfg.model.overrides)
     flops = cfg.train.steps * cfg.train.global_batch * seq_len * per_token
-    mols_on_cpu = cfg.mols.enabled and cfg.mols.stats_device == "cpu"
-    copies = 1 + cfg.mols.uncertainty_groups  # the moments, and the uncertainty groups' (mols/snr.py)
-    mem = BASE_MEM_PER_RANK_GIB * 2**30 + (8 * copies * n if mols_on_cpu else 0)
+    mols_on_cpu = mols_statistics_bytes(cfg, n) if cfg.mols.stats_device == "cpu" else 0
+    mem = BASE_MEM_PER_RANK_GIB * 2**30 + mols_on_cpu
     return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
 
 

@@ -224,3 +224,12 @@ def test_autocast_covers_the_forward_but_not_the_backward():
                                            lambda: torch.autocast("cpu", dtype=torch.bfloat16))
     assert seen and not any(seen)
     assert float(targets) == 2 * 31
+
+
+def test_on_a_cpu_the_memory_check_counts_the_mols_statistics_it_keeps_there(tmp_path, monkeypatch, capsys):
+    import training.dry_run as dry_run
+
+    monkeypatch.setattr(dry_run, "available_memory", lambda device: 2**20)
+    monkeypatch.setattr(train, "prepare_model", lambda *a, **k: None)
+    assert run_train(tmp_path, "mols-too-big", "train.steps=2", "mols.enabled=true") == 2
+    assert "MoLS statistics" in capsys.readouterr().err

@@ -1,8 +1,8 @@
 """Where the supported versions differ (torch 2.11-2.13, transformers 5.17-5.23): one function each.
 
 Every difference between the floor and the lock that the code meets is handled here and nowhere
-else, and tests/test_compat.py runs each function on whichever stack the suite is run with (CI
-runs it on both ends).
+else. The suite runs each on whichever stack it is run with, and CI runs it on both ends:
+tests/test_gpu_path.py (checkpointing) and tests/test_preemption.py (the launcher's wait).
 """
 from __future__ import annotations
 

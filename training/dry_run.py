@@ -33,6 +33,12 @@ def _tokenizer_size(spec: str) -> int:
     return 32100
 
 
+def mols_statistics_bytes(cfg, parameters: int) -> int:
+    """MoLS's per-element moments on one rank: two fp32 values per parameter for the estimate and
+    two more per uncertainty group (mols/snr.py); 0 without MoLS."""
+    return 8 * (1 + cfg.mols.uncertainty_groups) * parameters if cfg.mols.enabled else 0
+
+
 def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
     """Bytes per device, by part, for a model built on the meta device; `precision` resolved
     (bf16-mixed, bf16-pure or fp32). Under DDP the gradients are the all-reduce buckets themselves
@@ -59,7 +65,7 @@ def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
         head = vocab * hidden
         memory["bf16 weight copies"] = 2 * (head + n / layers if cfg.model.gradient_checkpointing else n)
     if cfg.mols.enabled and cfg.mols.stats_device != "cpu":
-        memory["MoLS statistics"] = 8 * (1 + cfg.mols.uncertainty_groups) * n  # estimate + uncertainty groups
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, n)
     return memory
 
 
@@ -92,10 +98,13 @@ def available_memory(device: torch.device) -> int | None:
 
 def check_memory(cfg, vocab: int, device: torch.device, precision: str) -> None:
     """A UserError, before anything is built, when the estimate exceeds what this rank may use."""
-    available = available_memory(device)
-    if not cfg.train.check_memory or available is None:
+    available = available_memory(device) if cfg.train.check_memory else None
+    if available is None:
         return
-    memory = memory_estimate(cfg, build_meta_model(cfg, vocab), vocab, precision)
+    model = build_meta_model(cfg, vocab)
+    memory = memory_estimate(cfg, model, vocab, precision)
+    if device.type == "cpu" and cfg.mols.enabled and cfg.mols.stats_device == "cpu":  # the same memory here
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, sum(p.numel() for p in model.parameters()))
     needed = sum(memory.values())
     if needed <= available:
         return
@@ -118,7 +127,7 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
     memory = memory_estimate(cfg, model, vocab, precision)
     per_gpu = sum(memory.values())
     mols_copies = 2 * (1 + cfg.mols.uncertainty_groups)  # fp32 moments: the estimate's and each group's
-    mols_host = 4 * mols_copies * n * min(world_size, gpus_per_node) if cfg.mols.enabled and cfg.mols.stats_device == "cpu" else 0
+    mols_host = mols_statistics_bytes(cfg, n) * min(world_size, gpus_per_node) if cfg.mols.stats_device == "cpu" else 0
     lines = [f"dry run: {cfg.model.size} with {cfg.optimizer.name}{' + MoLS' if cfg.mols.enabled else ''} "
              f"on {world_size} GPU(s) ({gpus_per_node} per node); nothing is read or written",
              f"parameters: {n / 1e6:,.2f}M (vocabulary {vocab})"]
@@ -132,9 +141,12 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
               f" {per_gpu / GIB:,.1f} GiB"]
     lines += [f"  {part:<18} {value / GIB:>8,.2f} GiB" for part, value in memory.items()]
     if cfg.mols.enabled:
-        lines.append(f"MoLS: {cfg.mols.samples:,} estimation samples at step {cfg.mols_estimate_step:,}; "
-                     + (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB ({mols_copies} fp32 copies "
-                        f"of the parameters per rank" + (f", {2 * cfg.mols.uncertainty_groups} of them for the "
-                        f"uncertainty groups: mols.uncertainty_groups=0 saves them" if cfg.mols.uncertainty_groups else "")
-                        + ")" if mols_host else "statistics on the GPU (counted above)"))
+        groups = cfg.mols.uncertainty_groups
+        where = "statistics on the GPU (counted above)"
+        if mols_host:
+            where = (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB ({mols_copies} fp32 "
+                     f"copies of the parameters per rank"
+                     + (f", {2 * groups} of them for the uncertainty groups: mols.uncertainty_groups=0 saves them"
+                        if groups else "") + ")")
+        lines.append(f"MoLS: {cfg.mols.samples:,} estimation samples at step {cfg.mols_estimate_step:,}; {where}")
     return "\n".join(lines)
