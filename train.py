@@ -34,6 +34,7 @@ from training.cli import parse_arguments
 from training.config import Config, load_config
 from training.dry_run import check_memory, plan
 from training.evaluation import evaluate, perplexity, to_device
+from training.fsdp import full_value, is_sharded, no_gradient_sync
 from training.precision import prepare_model, resolve_precision
 from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
                              nonfinite_report)
@@ -66,19 +67,21 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, handler)
 
 
-def forward_backward(train_model, micro_batches: list[dict], world_size: int, device, autocast):
+def forward_backward(train_model, micro_batches: list[dict], world_size: int, device, autocast,
+                     accumulate=contextlib.nullcontext):
     """Gradients of the global batch's token-mean loss; (summed loss, target tokens), both on the device.
 
     Targets are counted on the host copy of the labels and summed over ranks on the device, so
     nothing here waits for the device. The loss is a token-weighted mean over the whole global
-    batch, so DDP's average over ranks is undone by the world-size factor; gradients are
-    all-reduced on the last micro-batch only (no_sync before). Autocast covers the forward only."""
+    batch, so the average over ranks (DDP's and FSDP's) is undone by the world-size factor;
+    gradients are reduced on the last micro-batch only (under `accumulate()` before it).
+    Autocast covers the forward only."""
     local_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
     global_targets = distributed.all_reduce_tensor(torch.tensor(float(local_targets), device=device))
     loss_total = torch.zeros((), dtype=torch.float64, device=device)
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
-        with contextlib.nullcontext() if last or world_size == 1 else train_model.no_sync():
+        with contextlib.nullcontext() if last else accumulate():
             with autocast():
                 loss, _ = loss_sum_and_count(train_model, to_device(batch, device))
             (loss * world_size / global_targets).backward()
@@ -96,22 +99,24 @@ class Update:
 
 
 def take_update(model, train_model, optimizer, micro_batches: list[dict], *, lr_factor: float, grad_clip: float,
-                world_size: int, device, autocast, stops: StopRequests) -> Update:
+                world_size: int, device, autocast, stops: StopRequests,
+                accumulate=contextlib.nullcontext) -> Update:
     """One optimizer update of the global batch: learning rate, forward/backward, gradient norm,
     the one host sync of the step (stop signals and non-finite values, agreed by all ranks),
     clipping and the step itself with its gradients zeroed after it; when something was non-finite,
     no step, and the gradients stay for the caller's report (which zeroes them)."""
     for group in optimizer.param_groups:
         group["lr"] = group["base_lr"] * lr_factor
-    loss_total, targets = forward_backward(train_model, micro_batches, world_size, device, autocast)
-    grad_norm = torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None])
-    # (The gradient norm is the same on every rank after DDP's all-reduce.)
+    loss_total, targets = forward_backward(train_model, micro_batches, world_size, device, autocast, accumulate)
+    grad_norm = full_value(torch.nn.utils.get_total_norm([p.grad for p in model.parameters() if p.grad is not None]))
+    # (The same on every rank: after DDP's all-reduce, or summed over FSDP's shards.)
     stop_requested, nonfinite = stops.poll(~(torch.isfinite(loss_total) & torch.isfinite(grad_norm)), device)
     if not nonfinite:  # a non-finite update never reaches the weights
         if grad_clip > 0:  # with the norm above: exactly torch's clip_grad_norm_
             torch.nn.utils.clip_grads_with_norm_(model.parameters(), grad_clip, grad_norm)
         optimizer.step()
-        optimizer.zero_grad(set_to_none=world_size == 1)  # under DDP the gradients are its buckets: zeroed in place
+        # under DDP the gradients are its buckets: zeroed in place; FSDP makes new shards each step
+        optimizer.zero_grad(set_to_none=world_size == 1 or is_sharded(model))
     return Update(loss_total, targets, grad_norm, stop_requested, nonfinite)
 
 
@@ -131,7 +136,7 @@ def run_summary(cfg: Config, state: TrainingState, final_loss: float, speed: Thr
 def train(cfg: Config) -> int:
     # -------------------------------------------------------------------------------- set-up
     t = cfg.train
-    procs = distributed.setup(t.device)
+    procs = distributed.setup(t.device, always_group=t.parallel == "fsdp")
     device, is_main = procs.device, procs.is_main
     torch.set_num_threads(t.threads or distributed.host_threads())
     if device.type == "cuda" and t.tf32:
@@ -169,13 +174,17 @@ def train(cfg: Config) -> int:
         distributed.check_agreement(state.step, "the step they resumed from", procs.world_size)
 
     ddp_model = model  # MoLS estimates through this one: no_sync, parameter names of `model`
-    if procs.world_size > 1:
+    accumulate = contextlib.nullcontext  # how micro-batches before an update's last one run
+    if t.parallel == "fsdp":  # the model is sharded already (training/fsdp.py)
+        accumulate = lambda: no_gradient_sync(model, reshard=t.fsdp_reshard_in_accumulation)  # noqa: E731
+    elif procs.world_size > 1:
         # The gradients are the all-reduce buckets (no second copy), zeroed in place between steps
         # (set_to_none would let no_sync micro-batches allocate fresh ones); the only buffers, RoPE's
         # frequencies, are the same on every rank: nothing to broadcast before each forward.
         ddp_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
             broadcast_buffers=False)
+        accumulate = ddp_model.no_sync
     train_model = torch.compile(ddp_model) if t.compile else ddp_model
     val_batches = build_val_batches(cfg.data, tokenizer, batch_size=t.eval_batch or t.micro_batch, **stream_args)
 
@@ -201,7 +210,7 @@ def train(cfg: Config) -> int:
             checkpoint.prune(run_dir / "checkpoints", t.keep_checkpoints)
 
     def run_eval() -> float:
-        val_loss, val_tokens = evaluate(model, val_batches, device, autocast)
+        val_loss, val_tokens = evaluate(model, val_batches, device, autocast, lockstep=is_sharded(model))
         log.log("val", state.step, {"loss": val_loss, "ppl": perplexity(val_loss), "tokens": val_tokens})
         return val_loss
 
@@ -265,10 +274,11 @@ def train(cfg: Config) -> int:
         micro_batches = [state.streams["train"].next_batch() for _ in range(accumulation)]
         speed.waited(time.perf_counter() - waiting)
         update = take_update(model, train_model, optimizer, micro_batches, lr_factor=factor, grad_clip=t.grad_clip,
-                             world_size=procs.world_size, device=device, autocast=autocast, stops=stops)
+                             world_size=procs.world_size, device=device, autocast=autocast, stops=stops,
+                             accumulate=accumulate)
         if update.nonfinite:
             where = nonfinite_report(model, bool(torch.isfinite(update.loss_total)))
-            optimizer.zero_grad(set_to_none=procs.world_size == 1)
+            optimizer.zero_grad(set_to_none=procs.world_size == 1 or is_sharded(model))
             if guard.record_nonfinite():
                 log.log("nonfinite", step + 1, {"where": where, "skipped": guard.skipped, "action": "stop"},
                         console=False)

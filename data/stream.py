@@ -332,6 +332,39 @@ def _stream_identity(cfg: DataConfig, fingerprint: str, *, rank: int, world_size
     return identity
 
 
+def reshard_states(states: list[dict], world_size: int) -> list[dict]:
+    """The per-rank states of one stream saved by len(states) ranks, for `world_size` ranks: the
+    same global position, so the resumed run neither repeats nor skips a document.
+
+    Exact for unpacked sequences (`data.packing: false`, the paper's), where every rank takes one
+    document per sequence and all ranks stand at the same document: position docs x N of the
+    epoch's order becomes docs x N / M per rank (N x docs must divide by M). A rank's document k
+    is position k x W + r, so the ranks of the new run continue the same order. (Near the end of
+    an epoch, the at most M - 1 documents by which floor(n / M) x M and floor(n / N) x N differ
+    are the epoch's remainder, which one run reads and the other not.) Packed sequences are cut
+    from each rank's own documents, so they cannot be dealt to another number of ranks: a
+    UserError says to resume on the saved number of ranks."""
+    saved = len(states)
+    if not all(isinstance(state, dict) for state in states):
+        raise UserError("the checkpoint holds no data position for some rank: resume on "
+                        f"{saved} ranks, as it was saved")
+    if any(state.get("packing") for state in states):
+        raise UserError(f"the checkpoint was saved by {saved} ranks and this run has {world_size}: packed "
+                        f"sequences (data.packing: true) are cut from each rank's own documents, so the data "
+                        f"position cannot move to another number of ranks; resume on {saved} ranks")
+    positions = {(state["epoch"], state["docs"], state["offset"]) for state in states}
+    if len(positions) != 1:
+        raise UserError(f"the {saved} saved ranks stand at different data positions ({sorted(positions)}): "
+                        f"resume on {saved} ranks")
+    epoch, docs, _ = positions.pop()
+    if docs * saved % world_size:
+        raise UserError(f"the checkpoint's data position ({docs * saved} documents of epoch {epoch} over "
+                        f"{saved} ranks) does not divide among {world_size} ranks: resume on {saved} ranks "
+                        f"or on a number of ranks that divides {docs * saved}")
+    return [{**states[0], "rank": rank, "world_size": world_size, "docs": docs * saved // world_size,
+             "offset": 0, "taken": 0} for rank in range(world_size)]
+
+
 def _cursor_from_state(state: dict, identity: dict) -> tuple[Cursor, int]:
     if not isinstance(state, dict):
         raise ValueError(f"data state must be a dict saved from a TrainStream, got {type(state).__name__}")

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Literal, Optional
 
 from configs import check_range, did_you_mean
 from models.build import SIZES
@@ -13,6 +13,10 @@ class ModelConfig:
     size: str = "llama_60m"          # a key of models.SIZES
     vocab_size: Optional[int] = None # default: the size's own (32000 for LLaMA), else the tokenizer's
     gradient_checkpointing: bool = False
+    # Initial weights: transformers' own (one generator in construction order), or by_name
+    # (models/init.py: each parameter from (run.seed, its name), the same sharded or not);
+    # auto: by_name under train.parallel: fsdp, which builds on the meta device, else transformers.
+    init: Literal["auto", "transformers", "by_name"] = "auto"
     attn_implementation: str = "sdpa"
     overrides: dict = field(default_factory=dict)  # extra fields for the transformers config
 

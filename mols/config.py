@@ -48,6 +48,10 @@ class MoLSConfig:
     # `track_every` still measures SNRs: the paper's Figure 1 with plain Adam).
     fixed_multipliers: Optional[dict] = None
     stats_device: Literal["cpu", "device"] = "cpu"
+    # With several ranks each keeps the moments of its 1/world of the elements (one copy per node,
+    # not one per rank; mols/snr.py); false: every rank keeps all and they are merged at the end
+    # (the earlier way, same estimate to float rounding). Always sharded under train.parallel: fsdp.
+    shard_statistics: bool = True
     track_every: int = 0                 # >0: measure module SNRs every k steps (Figure 1)
     track_samples: int = 256             # sequences per tracking measurement
     reestimate_every: int = 0            # >0: re-estimate alphas every k steps (beyond the paper)

@@ -190,7 +190,8 @@ class MoLS:
                  stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
                  reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None,
                  samples: int = 2048, track_every: int = 0, track_samples: int = 256, snr: str = "plain",
-                 uncertainty_groups: int = 4, uncertainty_warn: Optional[float] = 0.2):
+                 uncertainty_groups: int = 4, uncertainty_warn: Optional[float] = 0.2,
+                 shard_statistics: bool = True):
         inner = getattr(model, "module", model)
         self.params = dict(inner.named_parameters())
         self.segments: list[Segment] = segments_of(optimizer, inner)
@@ -224,6 +225,7 @@ class MoLS:
         # (8 bytes x G per parameter beside the 8 of the estimate); an alpha whose 95% interval's
         # half-width exceeds uncertainty_warn x alpha is warned about.
         self.snr, self.uncertainty_groups, self.uncertainty_warn = snr, uncertainty_groups, uncertainty_warn
+        self.shard_statistics = shard_statistics  # with several ranks: each keeps 1/world of the moments
         self.fixed_multipliers = None if fixed_multipliers is None else dict(fixed_multipliers)
         self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
         # How many sequences a calibration and a tracking measurement use; track_every > 0 measures
@@ -249,7 +251,8 @@ class MoLS:
                    fixed_multipliers=cfg.fixed_multipliers, stats_device="cpu" if cfg.stats_device == "cpu" else device,
                    reestimate_every=cfg.reestimate_every, reestimate_ramp_steps=cfg.reestimate_ramp_steps,
                    step=step, samples=cfg.samples, track_every=cfg.track_every, track_samples=cfg.track_samples,
-                   snr=cfg.snr, uncertainty_groups=cfg.uncertainty_groups, uncertainty_warn=cfg.uncertainty_warn)
+                   snr=cfg.snr, uncertainty_groups=cfg.uncertainty_groups, uncertainty_warn=cfg.uncertainty_warn,
+                   shard_statistics=cfg.shard_statistics)
 
     @property
     def step(self) -> int:
@@ -288,7 +291,7 @@ class MoLS:
         > 1 adds their jackknife standard errors."""
         return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn, stats_device=self.stats_device,
                                   estimator=self.estimator, zero_variance=self.zero_variance, snr=self.snr,
-                                  groups=groups, should_stop=should_stop)
+                                  groups=groups, should_stop=should_stop, shard=self.shard_statistics)
 
     def _uncertainty(self, result: SNRMeasurement, alphas: dict[str, float]) -> dict:
         """Calibration fields for the jackknife of module SNRs and alphas ({} without replicates)."""

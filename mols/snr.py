@@ -13,6 +13,14 @@ max(0, mu^2/var - 1/K). `groups=G > 0` also keeps the moments of G groups of the
 `jackknife_replicates` gives the G delete-one-group module SNRs: their spread is the estimate's
 standard error (`jackknife_se`), at no extra forward/backward pass and 8 bytes x G per parameter.
 The merged moments, and so the module SNRs, are the same with or without groups (bitwise).
+
+With several ranks the moments are sharded (`shard=True`, the default there): rank r keeps those of
+its dim-0 chunk of every parameter (torch.chunk's split, FSDP's), so a node holds one copy of the
+statistics, not one per rank. Each gradient sample of every rank still counts: after a rank's
+backward, an all-to-all sends each chunk of its gradient to the rank that keeps it, and every rank
+folds the world's samples of its chunk in rank order (sample i = rank + world x draw, as above).
+Module SNRs are then sums over ranks. Under FSDP the per-rank gradients are taken from the
+gathered (unsharded) parameters in the backward itself, before any reduction.
 """
 from __future__ import annotations
 
@@ -26,7 +34,20 @@ import torch.distributed as dist
 
 from mols.groups import Segment
 
+try:  # FSDP2 (torch >= 2.6): a sharded model's measurement takes per-rank gradients from its units
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    FSDPModule = DTensor = ()
+
 MEDIAN_MAX_ELEMENTS = 1 << 24  # above this a class's median is taken on a fixed random subsample
+
+
+def local_rows(rows: int, rank: int, world: int) -> tuple[int, int]:
+    """(first row, number of rows) of rank's dim-0 chunk of `rows` rows: torch.chunk's split, FSDP's."""
+    size = -(-rows // world)
+    first = min(rank * size, rows)
+    return first, min(rows, first + size) - first
 SNR_KINDS = ("plain", "corrected")
 
 
@@ -73,10 +94,19 @@ def t_quantile_975(df: int) -> float:
 class GradientMoments:
     """Running per-element mean and sum of squared deviations of parameter gradients (fp32)."""
 
-    def __init__(self, params: dict[str, torch.Tensor], device: torch.device | str = "cpu", groups: int = 0):
+    def __init__(self, params: dict[str, torch.Tensor], device: torch.device | str = "cpu", groups: int = 0,
+                 shard: bool = False):
         self.params = params
         self.device = torch.device(device)
-        self.mean = {n: torch.zeros(p.shape, dtype=torch.float32, device=self.device) for n, p in params.items()}
+        distributed = dist.is_available() and dist.is_initialized()
+        self._rank = dist.get_rank() if distributed else 0
+        self._world = dist.get_world_size() if distributed else 1
+        # shard: this rank keeps the moments of rows [first, first + count) of each parameter
+        self.sharded = shard
+        self.rows = {n: local_rows(p.shape[0], self._rank, self._world) if shard else (0, p.shape[0])
+                     for n, p in params.items()}
+        self.mean = {n: torch.zeros((self.rows[n][1], *p.shape[1:]), dtype=torch.float32, device=self.device)
+                     for n, p in params.items()}
         self.m2 = {n: torch.zeros_like(m) for n, m in self.mean.items()}
         self.count = 0
         # Per-group moments beside the merged ones (never used to compute those): sample i of the
@@ -85,9 +115,6 @@ class GradientMoments:
         if groups < 0 or groups == 1:
             raise ValueError(f"groups must be 0 (off) or at least 2, got {groups}")
         self.groups = groups
-        distributed = dist.is_available() and dist.is_initialized()
-        self._rank = dist.get_rank() if distributed else 0
-        self._world = dist.get_world_size() if distributed else 1
         self.group_mean = [{n: torch.zeros_like(m) for n, m in self.mean.items()} for _ in range(groups)]
         self.group_m2 = [{n: torch.zeros_like(m) for n, m in self.mean.items()} for _ in range(groups)]
         self.group_count = [0] * groups
@@ -120,14 +147,53 @@ class GradientMoments:
                 g_mean.add_(delta, alpha=1.0 / self.group_count[group])
                 g_m2.addcmul_(delta, torch.sub(grad, g_mean, out=after))
 
+    def exchange(self, name: str, grad: torch.Tensor | None) -> torch.Tensor:
+        """Collective: every rank's gradient of `name`, restricted to this rank's rows: [world, rows, ...]
+        (sample s from rank s), in fp32 on the statistics device. A missing grad counts as zero."""
+        shape = self.params[name].shape
+        chunk = -(-shape[0] // self._world)
+        send = torch.zeros((self._world * chunk, *shape[1:]), dtype=grad.dtype if grad is not None else
+                           torch.float32, device=grad.device if grad is not None else self.device)
+        if grad is not None:
+            send[:shape[0]].copy_(grad)
+        received = torch.empty_like(send)
+        dist.all_to_all_single(received, send)
+        first, count = self.rows[name]
+        return received.view(self._world, chunk, *shape[1:])[:, :count].to(self.device, torch.float32)
+
+    @torch.no_grad()
+    def add_rank_samples(self, name: str, samples: torch.Tensor) -> None:
+        """Fold the world's samples of `name`'s rows ([world, rows, ...], rank order) into its moments;
+        `end_rank_samples` counts them once every parameter has had its own."""
+        mean, m2 = self.mean[name], self.m2[name]
+        delta, after = (buffer[:mean.numel()].view(mean.shape) for buffer in self._scratch)
+        for s, grad in enumerate(samples):
+            index = self.count + s  # sample index over the whole measurement
+            torch.sub(grad, mean, out=delta)
+            mean.add_(delta, alpha=1.0 / (index + 1))
+            m2.addcmul_(delta, torch.sub(grad, mean, out=after))
+            if self.groups:  # samples come in index order: the group has index // groups before this one
+                g = index % self.groups
+                g_mean, g_m2 = self.group_mean[g][name], self.group_m2[g][name]
+                torch.sub(grad, g_mean, out=delta)
+                g_mean.add_(delta, alpha=1.0 / (index // self.groups + 1))
+                g_m2.addcmul_(delta, torch.sub(grad, g_mean, out=after))
+
+    def end_rank_samples(self) -> None:
+        for s in range(self._world):
+            if self.groups:
+                self.group_count[(self.count + s) % self.groups] += 1
+        self.count += self._world
+
     def statistics_bytes(self) -> int:
         """Memory of the moments: 8 bytes per parameter element, and 8 more per group."""
         return 8 * (1 + self.groups) * sum(m.numel() for m in self.mean.values())
 
     @torch.no_grad()
     def merge_across_ranks(self) -> None:
-        """Chan's parallel merge for equal per-rank counts: the result is the pooled estimate."""
-        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        """Chan's parallel merge for equal per-rank counts: the result is the pooled estimate.
+        (Sharded moments hold every rank's samples already.)"""
+        if self.sharded or not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         world = dist.get_world_size()
         comm_device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else self.device
@@ -206,40 +272,68 @@ class GradientMoments:
         return self._aggregate(segments, estimator, zero_variance,
                                lambda name: (self.element_snr(name, snr), self.m2[name] > 0))
 
-    @staticmethod
-    def _aggregate(segments: list[Segment], estimator: str, zero_variance: str,
+    def _local_view(self, seg: Segment, tensor: torch.Tensor) -> torch.Tensor:
+        """`seg` of a parameter, cut to the rows this rank keeps (all of them unsharded)."""
+        if seg.dim != 0 or not self.sharded:
+            return seg.view(tensor)
+        first, count = self.rows[seg.name]
+        start, stop = max(seg.start, first), min(seg.stop, first + count)
+        return tensor.narrow(0, start - first, max(0, stop - start))
+
+    def _aggregate(self, segments: list[Segment], estimator: str, zero_variance: str,
                    element: Callable[[str], tuple[torch.Tensor, torch.Tensor]]
                    ) -> tuple[dict[str, float], dict[str, float]]:
-        """Module SNRs from `element(name)` = (element SNRs, var > 0) of each parameter."""
+        """Module SNRs from `element(name)` = (element SNRs, var > 0) of each parameter (of the rows
+        this rank keeps; sharded, the sums and counts are then added over ranks)."""
         if zero_variance not in ("count", "exclude"):
             raise ValueError(f"unknown zero_variance {zero_variance!r} (count or exclude)")
+        if estimator not in ("mean", "median"):
+            raise ValueError(f"unknown SNR estimator {estimator!r} (mean or median)")
         per_class: dict[str, list[torch.Tensor]] = {}
         zero: dict[str, list[int]] = {}
         snr_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         for seg in segments:
             if seg.name not in snr_cache:
                 snr_cache[seg.name] = element(seg.name)
-            snr, nonzero = (seg.view(t).reshape(-1) for t in snr_cache[seg.name])
+            snr, nonzero = (self._local_view(seg, t).reshape(-1) for t in snr_cache[seg.name])
             zero.setdefault(seg.module_class, [0, 0])
             zero[seg.module_class][0] += int(nonzero.numel() - nonzero.sum())
             zero[seg.module_class][1] += nonzero.numel()
             per_class.setdefault(seg.module_class, []).append(snr[nonzero] if zero_variance == "exclude" else snr)
+        totals = {cls: [sum(float(p.double().sum()) for p in parts), sum(p.numel() for p in parts)]
+                  for cls, parts in per_class.items()}
+        if self.sharded:  # every rank has the same classes in the same order
+            flat = torch.tensor([v for cls in per_class for v in (*totals[cls], *zero[cls])], dtype=torch.float64)
+            dist.all_reduce(flat)
+            for i, cls in enumerate(per_class):
+                totals[cls] = [float(flat[4 * i]), int(flat[4 * i + 1])]
+                zero[cls] = [int(flat[4 * i + 2]), int(flat[4 * i + 3])]
         result = {}
         for cls, parts in per_class.items():
-            count = sum(p.numel() for p in parts)
+            total, count = totals[cls]
             if count == 0:
                 result[cls] = 0.0
             elif estimator == "mean":
-                result[cls] = sum(float(p.double().sum()) for p in parts) / count
-            elif estimator == "median":
-                values = torch.cat([p.cpu() for p in parts])
-                if values.numel() > MEDIAN_MAX_ELEMENTS:
-                    gen = torch.Generator().manual_seed(0)
-                    values = values[torch.randint(values.numel(), (MEDIAN_MAX_ELEMENTS,), generator=gen)]
-                result[cls] = float(values.median())
+                result[cls] = total / count
             else:
-                raise ValueError(f"unknown SNR estimator {estimator!r} (mean or median)")
+                result[cls] = self._median(parts)
         return result, {cls: z / n if n else 0.0 for cls, (z, n) in zero.items()}
+
+    def _median(self, parts: list[torch.Tensor]) -> float:
+        """The median of a class's element SNRs (every rank's, when sharded); above
+        MEDIAN_MAX_ELEMENTS, of a fixed random subsample."""
+        values = torch.cat([p.cpu() for p in parts])
+        if self.sharded:
+            gathered = [None] * self._world
+            limit = MEDIAN_MAX_ELEMENTS // self._world
+            if values.numel() > limit:
+                values = values[torch.randint(values.numel(), (limit,), generator=torch.Generator().manual_seed(0))]
+            dist.all_gather_object(gathered, values)
+            values = torch.cat(gathered)
+        if values.numel() > MEDIAN_MAX_ELEMENTS:
+            gen = torch.Generator().manual_seed(0)
+            values = values[torch.randint(values.numel(), (MEDIAN_MAX_ELEMENTS,), generator=gen)]
+        return float(values.median())
 
 
 class MeasurementInterrupted(Exception):
@@ -264,6 +358,31 @@ class SNRMeasurement:
     statistics_bytes: int = 0  # memory of the moments (merged and per group)
 
 
+def _fold_in_backward(model: torch.nn.Module, moments: GradientMoments) -> list:
+    """Hooks that fold each rank's gradient of every parameter of an FSDP2 model into `moments`
+    as soon as the backward has it, gathered (unsharded) and unreduced, and then drop it.
+
+    FSDP2 keeps one unsharded Parameter per parameter across gathers, so hooks registered on it
+    (found by gathering each unit once) fire in every backward; gradient reduction is switched off
+    for the measurement, so each rank's own gradient is all there is."""
+    units = [(name, m) for name, m in model.named_modules() if isinstance(m, FSDPModule)]
+    handles = []
+    for prefix, unit in sorted(units, key=lambda item: -item[0].count(".") if item[0] else 1):
+        unit.unshard()
+        for name, param in unit.named_parameters():
+            if isinstance(param, DTensor) or not param.requires_grad:
+                continue  # a nested unit's parameter (hooked with its own unit), or frozen
+            full_name = f"{prefix}.{name}" if prefix else name
+
+            def fold(p, full_name=full_name):
+                moments.add_rank_samples(full_name, moments.exchange(full_name, p.grad))
+                p.grad = None
+            handles.append(param.register_post_accumulate_grad_hook(fold))
+        unit.reshard()
+    model.set_requires_gradient_sync(False)
+    return handles
+
+
 def default_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     return model(**batch).loss
 
@@ -272,36 +391,56 @@ def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments
                        loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor] = default_loss,
                        stats_device: str | torch.device = "cpu", estimator: str = "mean",
                        zero_variance: str = "count", snr: str = "plain", groups: int = 0,
-                       should_stop: Callable[[], bool] | None = None) -> SNRMeasurement:
+                       should_stop: Callable[[], bool] | None = None, shard: bool | None = None) -> SNRMeasurement:
     """Module SNRs from one gradient sample per batch (extra forward/backward passes).
 
     `model` may be wrapped in DistributedDataParallel: backward then runs under `no_sync`, so each
-    rank sees its own gradients, and the moments are merged across ranks once at the end. The
-    model's parameters and any gradients it held are left as they were; no optimizer is involved.
-    `should_stop` is asked after every sample (under DDP it must give every rank the same answer);
-    when it says True the measurement ends at once with MeasurementInterrupted. `groups` > 1 adds
-    the jackknife replicates and standard errors (see GradientMoments); `snr` is plain or corrected.
+    rank sees its own gradients; or sharded with FSDP2's fully_shard (its units' gradients are
+    taken in the backward, unreduced). The moments are sharded over the ranks (`shard`, default:
+    whenever there are several; always under FSDP), or kept whole on every rank and merged once
+    at the end (`shard=False`). The model's parameters and any gradients it held are left as
+    they were; no optimizer is involved. `should_stop` is asked after every sample (with several
+    ranks it must give every rank the same answer); when it says True the measurement ends at
+    once with MeasurementInterrupted. `groups` > 1 adds the jackknife replicates and standard
+    errors (see GradientMoments); `snr` is plain or corrected.
     """
     if snr not in SNR_KINDS:
         raise ValueError(f"unknown snr {snr!r} (plain or corrected)")
     start = time.perf_counter()
     inner = getattr(model, "module", model)
     params = {n: p for n, p in inner.named_parameters() if p.requires_grad}
+    world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+    fsdp = isinstance(inner, FSDPModule)
+    if fsdp and shard is False:
+        raise ValueError("a sharded model's SNRs are measured with sharded moments (shard=True)")
+    shard = fsdp or (world > 1 if shard is None else bool(shard and world > 1))
     saved_grads = {n: p.grad for n, p in params.items()}
-    moments = GradientMoments(params, stats_device, groups)
+    moments = GradientMoments(params, stats_device, groups, shard=shard)
     sequences = 0
     no_sync = model.no_sync if hasattr(model, "no_sync") else contextlib.nullcontext
+    hooks = _fold_in_backward(inner, moments) if fsdp else []
     try:
         for batch in batches:
             for p in params.values():
                 p.grad = None
             with no_sync():
                 loss_fn(model, batch).backward()
-            moments.add_current_grads()
+            if fsdp:
+                moments.end_rank_samples()
+            elif shard:
+                for name, p in params.items():
+                    moments.add_rank_samples(name, moments.exchange(name, p.grad))
+                moments.end_rank_samples()
+            else:
+                moments.add_current_grads()
             sequences += int(next(iter(batch.values())).shape[0])
             if should_stop is not None and should_stop():
                 raise MeasurementInterrupted(moments.count)
     finally:
+        for handle in hooks:
+            handle.remove()
+        if fsdp:
+            inner.set_requires_gradient_sync(True)
         for n, p in params.items():
             p.grad = saved_grads[n]
     moments.merge_across_ranks()

@@ -11,6 +11,7 @@ import importlib
 from typing import Any
 
 import torch
+from torch.distributed.tensor import DTensor
 
 from optimizers.combined import CombinedOptimizer, load_state_dict_in_place
 
@@ -119,7 +120,9 @@ def _move_projectors_to_their_parameters(optimizer: torch.optim.Optimizer) -> No
 
 
 def _tensors_in(value: Any):
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, DTensor):  # a sharded run's state: this rank's shard
+        yield value.to_local()
+    elif isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, dict):
         for item in value.values():

@@ -4,6 +4,11 @@ A checkpoint is one file `checkpoints/step_<7-digit step>.pt`, written to a temp
 so a run killed mid-save leaves the previous checkpoint intact (and its partial temporary file is
 removed when the run starts again); `latest` is found by listing. Reading maps the file into
 memory instead of copying it (a 7B checkpoint is ~80 GB with its optimizer state).
+
+A sharded run (`train.parallel: fsdp`) writes a directory `step_<7 digits>.dcp` instead: every rank
+writes its shards of the model and optimizer with torch.distributed.checkpoint (which can load them
+on any number of ranks), rank 0 adds `trainer.pt` (step, MoLS, every rank's data position and RNG,
+config); the directory is written under a temporary name and renamed like a file.
 """
 from __future__ import annotations
 
@@ -18,8 +23,10 @@ import torch
 
 from configs import UserError, atomic_path
 
-_NAME = re.compile(r"step_(\d+)\.pt$")
-_PARTIAL = ".step_*.pt.*.tmp"  # configs.files.atomic_path's temporary name for step_N.pt
+_NAME = re.compile(r"step_(\d+)\.(pt|dcp)$")
+_PARTIAL = (".step_*.pt.*.tmp",   # configs.files.atomic_path's temporary name for step_N.pt
+            ".step_*.dcp.tmp")    # save_sharded's for step_N.dcp
+TRAINER_FILE = "trainer.pt"       # in a sharded checkpoint: everything but the model and optimizer
 GIB = 2**30
 
 
@@ -45,7 +52,7 @@ def resolve(path: Path) -> Path:
     """A checkpoint file itself, or the latest `checkpoints/step_*.pt` of a run directory; a UserError
     naming the path otherwise (resume, evaluation, export and generation all accept either)."""
     path = Path(path)
-    if path.is_file():
+    if path.is_file() or is_sharded_checkpoint(path):
         return path
     if path.is_dir():
         found = latest_checkpoint(path / "checkpoints")
@@ -58,11 +65,27 @@ def resolve(path: Path) -> Path:
 def remove_partial_saves(directory: Path) -> list[str]:
     """Delete the temporary files of saves that were killed before their rename; their descriptions."""
     removed = []
-    for partial in sorted(directory.glob(_PARTIAL)) if directory.is_dir() else []:
-        partial_bytes = partial.stat().st_size
-        partial.unlink(missing_ok=True)
+    partials = sorted(p for pattern in _PARTIAL for p in directory.glob(pattern)) if directory.is_dir() else []
+    for partial in partials:
+        partial_bytes = _bytes_on_disk(partial)
+        _remove(partial)
         removed.append(f"{partial.name} ({size(partial_bytes)})")
     return removed
+
+
+def is_sharded_checkpoint(path: Path) -> bool:
+    return Path(path).is_dir() and Path(path).suffix == ".dcp" and (Path(path) / TRAINER_FILE).is_file()
+
+
+def _bytes_on_disk(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
 
 
 def size(n: int) -> str:
@@ -117,11 +140,14 @@ def save_atomically(state: dict, path: Path) -> None:
 
 def prune(directory: Path, keep: int) -> None:
     for old in list_checkpoints(directory)[:-keep] if keep > 0 else []:
-        old.unlink(missing_ok=True)
+        _remove(old)
 
 
 def load(path: Path) -> dict:
-    """The checkpoint's contents, memory-mapped (tensors are read from the file as they are used)."""
+    """The checkpoint's contents, memory-mapped (tensors are read from the file as they are used).
+    Of a sharded checkpoint: its trainer.pt (load_sharded reads the shards into a model)."""
+    if is_sharded_checkpoint(path):
+        path = Path(path) / TRAINER_FILE
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as err:  # a truncated or foreign file: say which, without a traceback
@@ -142,3 +168,53 @@ def restore_rng(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state(state["cuda"])
+
+
+def save_sharded(shards: dict, trainer: dict | None, path: Path) -> None:
+    """Collective: every rank writes its part of `shards` (state dicts of DTensors) to the directory
+    `path` (step_N.dcp), rank 0 (the one passing `trainer`) also trainer.pt; then rank 0 renames
+    the temporary directory. A full disk is a StorageError on the rank that met it."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.tmp"
+    needed = tensor_bytes(shards)  # this rank's shards
+    path.parent.mkdir(parents=True, exist_ok=True)
+    free = shutil.disk_usage(path.parent).free
+    if needed > free:
+        last = latest_checkpoint(path.parent)
+        raise StorageError(f"cannot write checkpoint {path.name}: this rank's part needs about {size(needed)} and "
+                           f"{path.parent} has {size(free)} free; the last good checkpoint is "
+                           f"{last if last else '(none yet)'}. Free space (or lower train.keep_checkpoints) "
+                           f"and resume with --set run.resume=auto")
+    dcp.save(shards, checkpoint_id=tmp)
+    if trainer is not None:
+        with open(tmp / TRAINER_FILE, "wb") as handle:
+            torch.save(trainer, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        tmp.rename(path)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def load_sharded(shards: dict, path: Path) -> None:
+    """Read the shards of a sharded checkpoint into `shards` (state dicts of this run's DTensors,
+    on any number of ranks), in place."""
+    import torch.distributed.checkpoint as dcp
+
+    dcp.load(shards, checkpoint_id=Path(path))
+
+
+def sharded_model_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The whole model of a sharded checkpoint, in one process (what consolidation writes)."""
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.metadata import TensorStorageMetadata
+
+    metadata = dcp.FileSystemReader(str(path)).read_metadata()
+    weights = {key: torch.empty(meta.size, dtype=meta.properties.dtype)
+               for key, meta in metadata.state_dict_metadata.items()
+               if key.startswith("model.") and isinstance(meta, TensorStorageMetadata)}
+    dcp.load({"model": {key[len("model."):]: t for key, t in weights.items()}}, checkpoint_id=Path(path), no_dist=True)
+    return {key[len("model."):]: t for key, t in weights.items()}

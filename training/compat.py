@@ -63,3 +63,17 @@ def worker_exit_codes() -> list:
     from torch.distributed.elastic.multiprocessing import api
 
     return list(getattr(api.PContext.close, "exit_codes", []))
+
+
+def rebuild_rotary_buffers(model: torch.nn.Module, device: torch.device) -> None:
+    """Recompute the rotary embeddings' inverse frequencies of a model built on the meta device
+    (non-persistent buffers: `to_empty` leaves them uninitialised, no checkpoint holds them).
+
+    The module is built again from its config under the target device: 5.17's constructor takes
+    a `device` argument, 5.23's does not; both build under torch's default device."""
+    for module in model.modules():
+        if type(module).__name__.endswith("RotaryEmbedding"):
+            with torch.device(device):
+                fresh = type(module)(module.config)
+            for name, buffer in fresh.named_buffers(recurse=False):
+                setattr(module, name, buffer)

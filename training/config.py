@@ -69,6 +69,10 @@ class TrainConfig:
     log_every: int = 10
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compile: bool = False
+    # ddp: every rank holds the whole model; fsdp: weights, gradients and optimizer state sharded
+    # over the ranks (training/fsdp.py), checkpoints written by every rank (torch.distributed.checkpoint)
+    parallel: Literal["ddp", "fsdp"] = "ddp"
+    fsdp_reshard_in_accumulation: bool = False  # fsdp: gather the weights again for every micro-batch (memory)
     threads: Optional[int] = None        # torch CPU threads per rank
     peak_tflops: Optional[float] = None  # the device's peak bf16 TFLOP/s for MFU (default: training/throughput.py's table)
     tf32: bool = True                    # fp32 matrix multiplies on CUDA use TF32 tensor cores; false: exact fp32
@@ -139,7 +143,22 @@ class Config:
             problems.append(f"mols.track_every: {self.mols.track_every} does nothing while mols.enabled is false; "
                             "to track module SNRs without scaling set mols.enabled: true with "
                             "mols.fixed_multipliers: {} (as configs/paper/experiments/track_snr.yaml does)")
+        if self.train.parallel == "fsdp":
+            from training.fsdp import method_problem
+            problem = method_problem(self.optimizer.name)
+            if problem:
+                problems.append(problem)
+            if self.model.init == "transformers":
+                problems.append("model.init: transformers cannot initialise a model built on the meta device "
+                                "and sharded (train.parallel: fsdp); use by_name (or auto)")
         return problems
+
+    @property
+    def init(self) -> str:
+        """How the initial weights are drawn (model.init with auto resolved)."""
+        if self.model.init != "auto":
+            return self.model.init
+        return "by_name" if self.train.parallel == "fsdp" else "transformers"
 
     @property
     def warmup_steps(self) -> int:

@@ -23,7 +23,9 @@ class Processes:
         return self.rank == 0
 
 
-def setup(device_preference: str = "auto") -> Processes:
+def setup(device_preference: str = "auto", always_group: bool = False) -> Processes:
+    """This process's rank and device, with the process group started when there are several
+    (or, with `always_group`, for one process too: FSDP shards over a group of any size)."""
     use_cuda = torch.cuda.is_available() if device_preference == "auto" else device_preference == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise UserError("train.device is 'cuda' but no CUDA device is available here "
@@ -48,6 +50,8 @@ def setup(device_preference: str = "auto") -> Processes:
                                     rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
         else:
             dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
+    elif always_group and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1)
     return Processes(rank, world_size, local_rank, device)
 
 
@@ -55,6 +59,10 @@ def setup(device_preference: str = "auto") -> Processes:
 # (10 min) is shorter than rank 0 writing a 7B checkpoint (~80 GB) to a network filesystem while
 # the other ranks wait in the barrier after it.
 COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
 
 
 def host_threads(local_world_size: int | None = None) -> int:
@@ -84,6 +92,13 @@ def all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, in place (a no-op in a single process)."""
     if dist.is_initialized():
         dist.all_reduce(tensor)
+    return tensor
+
+
+def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
+    """Maximum over ranks, in place (a no-op in a single process)."""
+    if dist.is_initialized():
+        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
     return tensor
 
 

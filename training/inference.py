@@ -17,6 +17,8 @@ def load_checkpoint(path: Path) -> tuple[Path, dict]:
     """(the checkpoint file, its contents), with the model weights and config checked to be there."""
     ckpt = checkpoint.resolve(path)
     state = checkpoint.load(ckpt)  # a UserError naming the file when it cannot be read
+    if checkpoint.is_sharded_checkpoint(ckpt):  # a sharded run's: its model gathered here, in one process
+        state = consolidated(ckpt, state)
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict) \
             or not isinstance(state.get("config"), dict):
         raise UserError(f"{ckpt}: not a training checkpoint of this project (no model weights and config)")
@@ -25,6 +27,15 @@ def load_checkpoint(path: Path) -> tuple[Path, dict]:
         if not isinstance(config.get(section), dict) or key not in config[section]:
             raise UserError(f"{ckpt}: the checkpoint's config has no {section}.{key}")
     return ckpt, state
+
+
+def consolidated(path: Path, trainer: dict) -> dict:
+    """A sharded checkpoint (step_N.dcp) as a one-file checkpoint holds it, without optimizer state:
+    what `python -m training.consolidate` writes, and what export and evaluation read."""
+    state = {key: value for key, value in trainer.items() if key not in ("sharded", "ranks")}
+    state["model"] = checkpoint.sharded_model_weights(path)
+    state["optimizer"] = None
+    return state
 
 
 def model_weights(state: dict) -> dict[str, torch.Tensor]:

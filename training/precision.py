@@ -11,6 +11,7 @@ import contextlib
 import torch
 
 from models import build_model
+from models.init import initialize_by_name
 from training.compat import enable_activation_checkpointing
 
 
@@ -31,11 +32,18 @@ def prepare_model(cfg, vocab_size: int, device: torch.device):
 
     Built directly on the device (torch's default device during construction), so a GPU rank
     never holds a copy on the host: on a CPU the weights are today's for a given seed; on a GPU
-    they come from the GPU's generator (the same on every rank)."""
+    they come from the GPU's generator (the same on every rank). With `model.init: by_name` they
+    are models/init.py's, the same on every device. Under `train.parallel: fsdp` the model is
+    built sharded (training/fsdp.py), and bf16-mixed is FSDP's policy rather than autocast."""
+    precision = resolve_precision(cfg.train.precision, device)
+    if cfg.train.parallel == "fsdp":
+        from training.fsdp import build_sharded_model
+        return build_sharded_model(cfg, vocab_size, device, precision), precision, contextlib.nullcontext
     torch.manual_seed(cfg.run.seed)
     model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
                         overrides=cfg.model.overrides, device=device)
-    precision = resolve_precision(cfg.train.precision, device)
+    if cfg.init == "by_name":
+        initialize_by_name(model, cfg.run.seed)
     if precision == "bf16-pure":
         cast_parameters(model, torch.bfloat16)
     if cfg.model.gradient_checkpointing:

@@ -16,10 +16,13 @@ from pathlib import Path
 from typing import Any, Optional
 
 import torch
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
 from configs import ConfigError, UserError
+from data.stream import reshard_states
 from optimizers import export_state, import_state
 from training import checkpoint, distributed
+from training.fsdp import is_sharded
 from training.config import training_settings
 
 FORMAT = 2
@@ -46,6 +49,9 @@ class TrainingState:
         mine = {"data": {role: s.state_dict() for role, s in self.streams.items()},
                 "rng": checkpoint.rng_state()}
         ranks = distributed.gather_objects(mine, world_size)
+        if is_sharded(self.model):
+            self._save_sharded(path.with_suffix(".dcp"), config, ranks, is_main, world_size)
+            return
         error = None
         if is_main:
             try:
@@ -59,23 +65,76 @@ class TrainingState:
                 error = err
         distributed.raise_if_any(error, world_size)  # also the barrier: no rank runs ahead of the save
 
+    def _save_sharded(self, path: Path, config: dict, ranks: list, is_main: bool, world_size: int) -> None:
+        """Every rank writes its shards of the model and optimizer; rank 0 the rest (trainer.pt)."""
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        trainer = None
+        if is_main:
+            trainer = {"format": FORMAT, "sharded": True, "step": self.step, "tokens_seen": self.tokens_seen,
+                       "elapsed": self.seconds(), "method": getattr(self.optimizer, "mols_method", None),
+                       "mols": None if self.mols is None else self.mols.state_dict(), "ranks": ranks,
+                       "world_size": world_size, "config": config}
+        error = None
+        try:
+            checkpoint.save_sharded({"model": model_state, "optimizer": optimizer_state}, trainer, path)
+        except checkpoint.StorageError as err:
+            error = err
+        distributed.raise_if_any(error, world_size)
+
     def restore(self, saved: dict, rank: int, path: Path) -> None:
         """Load a checkpoint written by `save` (or by the format-1 trainer) into this state."""
-        try:
-            self.model.load_state_dict(saved["model"])
-        except RuntimeError as err:  # torch lists every mismatched tensor: one line is enough
-            first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
-            raise UserError(f"checkpoint {path} holds a different model than this config builds ({first})") from None
-        import_state(self.optimizer, saved["optimizer"])
+        if bool(saved.get("sharded")) != is_sharded(self.model):
+            raise UserError(f"checkpoint {path} was written by a {'sharded' if saved.get('sharded') else 'DDP'} run "
+                            f"and this run is {'sharded' if is_sharded(self.model) else 'not'} (train.parallel); "
+                            f"`python -m training.consolidate` turns a sharded checkpoint into one file")
+        if is_sharded(self.model):
+            self._restore_sharded(saved, path)
+        else:
+            try:
+                self.model.load_state_dict(saved["model"])
+            except RuntimeError as err:  # torch lists every mismatched tensor: one line is enough
+                first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+                raise UserError(f"checkpoint {path} holds a different model than this config builds "
+                                f"({first})") from None
+            import_state(self.optimizer, saved["optimizer"])
         if self.mols is not None:
             self.mols.load_state_dict(saved["mols"])
         self.step, self.tokens_seen, self.elapsed_before = saved["step"], saved["tokens_seen"], saved["elapsed"]
         self.started = time.time()
-        mine = _ranks(saved)[rank]
+        ranks = _ranks(saved)
+        world_size = distributed.world_size()
+        if len(ranks) != world_size:  # the model and optimizer reshard by themselves (sharded checkpoints)
+            ranks = _redeal(ranks, world_size)
+        mine = ranks[rank]
         for role, stream in self.streams.items():
             if mine["data"].get(role) is not None:
                 stream.load_state_dict(mine["data"][role])
         checkpoint.restore_rng(mine["rng"])
+
+    def _restore_sharded(self, saved: dict, path: Path) -> None:
+        method = getattr(self.optimizer, "mols_method", None)
+        if saved.get("method") != method:
+            raise UserError(f"checkpoint {path} holds the state of optimizer {saved.get('method')!r}, "
+                            f"this run builds {method!r}")
+        # templates of this run's shards (creating the optimizer's state, at lr 0); any world size
+        model_state, optimizer_state = get_state_dict(self.model, self.optimizer)
+        shards = {"model": model_state, "optimizer": optimizer_state}
+        try:
+            checkpoint.load_sharded(shards, path)
+        except Exception as err:  # a missing or mismatched tensor: one line, no traceback
+            reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+            raise UserError(f"cannot load sharded checkpoint {path} into this run's model: {reason}") from None
+        set_state_dict(self.model, self.optimizer, model_state_dict=shards["model"],
+                       optim_state_dict=shards["optimizer"])
+
+
+def _redeal(ranks: list[dict], world_size: int) -> list[dict]:
+    """Per-rank states saved by len(ranks) ranks for `world_size` ranks: each data stream at the same
+    global position (data.stream.reshard_states), rank r's RNG from saved rank r mod N."""
+    roles = {role for mine in ranks for role in mine["data"]}
+    data = {role: reshard_states([mine["data"].get(role) for mine in ranks], world_size) for role in roles}
+    return [{"data": {role: data[role][r] for role in roles}, "rng": ranks[r % len(ranks)]["rng"]}
+            for r in range(world_size)]
 
 
 def _ranks(saved: dict) -> list[dict]:
