@@ -204,10 +204,12 @@ def train(cfg: Config) -> int:
             f"({procs.world_size} ranks x {t.micro_batch} micro-batch x {accumulation} accumulation); "
             f"{t.steps} steps, warm-up {cfg.warmup_steps}")
 
-    def save_checkpoint() -> None:
-        state.save(run_dir / "checkpoints" / f"step_{state.step:07d}.pt", cfg.to_dict(), procs.world_size, is_main)
+    def save_checkpoint() -> str:
+        saved_to = state.save(run_dir / "checkpoints" / f"step_{state.step:07d}.pt", cfg.to_dict(), procs.world_size,
+                              is_main)
         if is_main:
             checkpoint.prune(run_dir / "checkpoints", t.keep_checkpoints)
+        return saved_to.name
 
     def run_eval() -> float:
         val_loss, val_tokens = evaluate(model, val_batches, device, autocast, lockstep=is_sharded(model))
@@ -224,9 +226,9 @@ def train(cfg: Config) -> int:
             return mean_loss(model_, batch)
 
     def stop(signal_name: str, during: str = "") -> int:
-        save_checkpoint()
+        saved_to = save_checkpoint()
         done = state.step
-        log.log("stopped", done, {"signal": signal_name or "(another rank's)", "checkpoint": f"step_{done:07d}.pt"})
+        log.log("stopped", done, {"signal": signal_name or "(another rank's)", "checkpoint": saved_to})
         log.say(f"stopped by {signal_name or 'a signal to another rank'} {during or f'after update {done}'}: "
                 f"checkpoint saved; continue with --set run.resume=auto (exit code {EXIT_PREEMPTED})")
         log.finish()

@@ -13,6 +13,7 @@ learning rate (Adam, AdamW, Muon, LAMB, Lion, ...) equals giving that slice its 
 from __future__ import annotations
 
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Iterable, Optional
@@ -98,7 +99,8 @@ class Calibration:
     # reference's uncertainty too), and a 95% interval alpha +- t(G-1) * se. Empty when off.
     snr: str = "plain"                                                     # plain | corrected
     uncertainty_groups: int = 0
-    statistics_bytes: int = 0                                              # memory of the moments
+    statistics_bytes: int = 0          # memory of the moments on one rank (sharded: its 1/world of them)
+    statistics_node_bytes: int = 0     # ... on one node: one rank's x the ranks on the node
     module_snr_se: dict[str, float] = field(default_factory=dict)
     alpha_se: dict[str, float] = field(default_factory=dict)
     alpha_low: dict[str, float] = field(default_factory=dict)
@@ -120,11 +122,13 @@ class Calibration:
         lines = [f"MoLS calibration at step {self.step}: {self.sequences} sequences in "
                  f"{self.gradient_samples} gradient samples, {self.seconds:.1f}s; reference {self.reference}"
                  + ("; bias-corrected SNR" if self.snr == "corrected" else "")]
+        if self.statistics_bytes:
+            lines.append(f"  host memory of the statistics: {self.statistics_bytes / 2**20:,.1f} MiB per rank, "
+                         f"{self.statistics_node_bytes / 2**20:,.1f} MiB per node")
         ranged = bool(self.alpha_se)
         if ranged:
-            lines.append(f"  uncertainty: jackknife over {self.uncertainty_groups} groups of the samples "
-                         f"(statistics {self.statistics_bytes / 2**20:,.1f} MiB); 95% interval = alpha "
-                         f"+- {t_quantile_975(self.uncertainty_groups - 1):.2f} se")
+            lines.append(f"  uncertainty: jackknife over {self.uncertainty_groups} groups of the samples; "
+                         f"95% interval = alpha +- {t_quantile_975(self.uncertainty_groups - 1):.2f} se")
         elif self.uncertainty_groups:
             lines.append(f"  uncertainty: not available ({self.gradient_samples} samples in "
                          f"{self.uncertainty_groups} groups: every group needs one)")
@@ -337,6 +341,7 @@ class MoLS:
         extra = {} if ref == FIXED else {
             "snr": self.snr, "uncertainty_groups": self.uncertainty_groups,
             "statistics_bytes": result.statistics_bytes, "uncertainty_warn": self.uncertainty_warn,
+            "statistics_node_bytes": result.statistics_bytes * int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
             **self._uncertainty(result, alphas)}
         calibration = Calibration(step, result.module_snr, alphas, ref, result.gradient_samples,
                                   result.sequences, result.seconds, result.zero_variance_fraction, **extra)

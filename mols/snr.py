@@ -186,8 +186,11 @@ class GradientMoments:
         self.count += self._world
 
     def statistics_bytes(self) -> int:
-        """Memory of the moments: 8 bytes per parameter element, and 8 more per group."""
-        return 8 * (1 + self.groups) * sum(m.numel() for m in self.mean.values())
+        """Memory the moments hold on this rank, summed over their storages: 8 bytes per element it
+        keeps (all of them, or its rows when sharded), and 8 more per group."""
+        moments = [*self.mean.values(), *self.m2.values(),
+                   *(t for group in (*self.group_mean, *self.group_m2) for t in group.values())]
+        return sum(t.untyped_storage().nbytes() for t in moments)
 
     @torch.no_grad()
     def merge_across_ranks(self) -> None:

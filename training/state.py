@@ -43,7 +43,7 @@ class TrainingState:
         """Training wall time so far, every segment of a resumed run included."""
         return self.elapsed_before + time.time() - self.started
 
-    def save(self, path: Path, config: dict, world_size: int, is_main: bool) -> None:
+    def save(self, path: Path, config: dict, world_size: int, is_main: bool) -> Path:
         """Collective: every rank contributes its data positions and RNG; rank 0 writes the file. A
         failed write (a full disk) is a StorageError on every rank, and the earlier checkpoints stay."""
         mine = {"data": {role: s.state_dict() for role, s in self.streams.items()},
@@ -51,7 +51,7 @@ class TrainingState:
         ranks = distributed.gather_objects(mine, world_size)
         if is_sharded(self.model):
             self._save_sharded(path.with_suffix(".dcp"), config, ranks, is_main, world_size)
-            return
+            return path.with_suffix(".dcp")
         error = None
         if is_main:
             try:
@@ -64,6 +64,7 @@ class TrainingState:
             except checkpoint.StorageError as err:
                 error = err
         distributed.raise_if_any(error, world_size)  # also the barrier: no rank runs ahead of the save
+        return path
 
     def _save_sharded(self, path: Path, config: dict, ranks: list, is_main: bool, world_size: int) -> None:
         """Every rank writes its shards of the model and optimizer; rank 0 the rest (trainer.pt)."""
