@@ -45,7 +45,8 @@ def test_dry_run_of_the_7b_table_3_config_estimates_memory_offline(capsys, tmp_p
     assert "parameters: 6,738.42M (vocabulary 32000)" in out
     assert "tokens per step: 131,072 = 512 sequences x 256 (16 ranks x 8 micro-batch x 4 accumulation)" in out
     assert "estimated memory per GPU" in out and "optimizer state" in out
-    assert "host memory per node for its statistics: 401.6 GiB" in out  # 8 ranks x 8 bytes x 6.74B
+    # 8 bytes x 6.74B sharded over 16 ranks, 8 of them on a node (401.6 GiB per node unsharded)
+    assert "host memory for its statistics: 3.1 GiB per rank, 25.1 GiB per node" in out
     assert not any(tmp_path.iterdir())
 
 

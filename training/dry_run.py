@@ -33,16 +33,23 @@ def _tokenizer_size(spec: str) -> int:
     return 32100
 
 
-def mols_statistics_bytes(cfg, parameters: int) -> int:
+def mols_statistics_bytes(cfg, parameters: int, world_size: int = 1) -> int:
     """MoLS's per-element moments on one rank: two fp32 values per parameter for the estimate and
-    two more per uncertainty group (mols/snr.py); 0 without MoLS."""
-    return 8 * (1 + cfg.mols.uncertainty_groups) * parameters if cfg.mols.enabled else 0
+    two more per uncertainty group (mols/snr.py), of 1/world of the parameters when sharded (with
+    several ranks, mols.shard_statistics, always under FSDP); 0 without MoLS."""
+    if not cfg.mols.enabled:
+        return 0
+    sharded = world_size > 1 and (cfg.mols.shard_statistics or cfg.train.parallel == "fsdp")
+    return 8 * (1 + cfg.mols.uncertainty_groups) * -(-parameters // (world_size if sharded else 1))
 
 
-def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
+def memory_estimate(cfg, model, vocab: int, precision: str, world_size: int = 1) -> dict[str, float]:
     """Bytes per device, by part, for a model built on the meta device; `precision` resolved
     (bf16-mixed, bf16-pure or fp32). Under DDP the gradients are the all-reduce buckets themselves
-    (gradient_as_bucket_view, and zeroed in place between steps), so they are counted once."""
+    (gradient_as_bucket_view, and zeroed in place between steps), so they are counted once. Under
+    FSDP weights, gradients and optimizer state are 1/world each, plus the gathered bf16 (or fp32)
+    weights: two layers at a time (the one computing and the next, prefetched), or every layer
+    while an update's micro-batches accumulate unless train.fsdp_reshard_in_accumulation."""
     t, d = cfg.train, cfg.data
     counts = count_by_class(model, cfg.mols.grouping)
     n = sum(counts.values())
@@ -61,11 +68,17 @@ def memory_estimate(cfg, model, vocab: int, precision: str) -> dict[str, float]:
                                                       torch.bfloat16 if precision == "bf16-pure" else None),
               "activations": activations * activation_scale,
               "logits": tokens * vocab * (2 if precision != "fp32" else 4) + min(tokens, 8192) * vocab * 4}
-    if precision == "bf16-mixed":  # autocast's bf16 copies of the weights, kept for the backward
+    if t.parallel == "fsdp":
+        for part in ("weights", "gradients", "optimizer state"):
+            memory[part] /= world_size
+        gathered = 4 if precision == "fp32" else 2
+        keeps_all = t.accumulation(world_size) > 1 and not t.fsdp_reshard_in_accumulation
+        memory["gathered weights"] = gathered * (n if keeps_all else 2 * n / layers + vocab * hidden)
+    elif precision == "bf16-mixed":  # autocast's bf16 copies of the weights, kept for the backward
         head = vocab * hidden
         memory["bf16 weight copies"] = 2 * (head + n / layers if cfg.model.gradient_checkpointing else n)
     if cfg.mols.enabled and cfg.mols.stats_device != "cpu":
-        memory["MoLS statistics"] = mols_statistics_bytes(cfg, n)
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, n, world_size)
     return memory
 
 
@@ -102,9 +115,10 @@ def check_memory(cfg, vocab: int, device: torch.device, precision: str) -> None:
     if available is None:
         return
     model = build_meta_model(cfg, vocab)
-    memory = memory_estimate(cfg, model, vocab, precision)
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    memory = memory_estimate(cfg, model, vocab, precision, world_size)
     if device.type == "cpu" and cfg.mols.enabled and cfg.mols.stats_device == "cpu":  # the same memory here
-        memory["MoLS statistics"] = mols_statistics_bytes(cfg, sum(p.numel() for p in model.parameters()))
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, sum(p.numel() for p in model.parameters()), world_size)
     needed = sum(memory.values())
     if needed <= available:
         return
@@ -124,10 +138,10 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
     n = sum(counts.values())
     accumulation = t.accumulation(world_size)
     precision = t.precision if t.precision != "auto" else "bf16-mixed"
-    memory = memory_estimate(cfg, model, vocab, precision)
+    memory = memory_estimate(cfg, model, vocab, precision, world_size)
     per_gpu = sum(memory.values())
-    mols_copies = 2 * (1 + cfg.mols.uncertainty_groups)  # fp32 moments: the estimate's and each group's
-    mols_host = mols_statistics_bytes(cfg, n) * min(world_size, gpus_per_node) if cfg.mols.stats_device == "cpu" else 0
+    mols_rank = mols_statistics_bytes(cfg, n, world_size)
+    mols_host = mols_rank * min(world_size, gpus_per_node) if cfg.mols.stats_device == "cpu" else 0
     lines = [f"dry run: {cfg.model.size} with {cfg.optimizer.name}{' + MoLS' if cfg.mols.enabled else ''} "
              f"on {world_size} GPU(s) ({gpus_per_node} per node); nothing is read or written",
              f"parameters: {n / 1e6:,.2f}M (vocabulary {vocab})"]
@@ -137,16 +151,18 @@ def plan(cfg, world_size: int, gpus_per_node: int) -> str:
               f"steps: {t.steps:,} (warm-up {cfg.warmup_steps:,}); tokens: {t.steps * t.global_batch * d.seq_len:,}",
               f"estimated memory per GPU ({precision}{' on GPU' if t.precision == 'auto' else ''}"
               f"{', gradient checkpointing' if cfg.model.gradient_checkpointing else ''}"
-              f"{', DDP: the gradients are its all-reduce buckets' if world_size > 1 else ''}):"
+              + (f", FSDP: weights, gradients and optimizer state sharded over {world_size}" if t.parallel == "fsdp"
+                 else ", DDP: the gradients are its all-reduce buckets" if world_size > 1 else "") + "):"
               f" {per_gpu / GIB:,.1f} GiB"]
     lines += [f"  {part:<18} {value / GIB:>8,.2f} GiB" for part, value in memory.items()]
     if cfg.mols.enabled:
         groups = cfg.mols.uncertainty_groups
         where = "statistics on the GPU (counted above)"
         if mols_host:
-            where = (f"host memory per node for its statistics: {mols_host / GIB:,.1f} GiB ({mols_copies} fp32 "
-                     f"copies of the parameters per rank"
-                     + (f", {2 * groups} of them for the uncertainty groups: mols.uncertainty_groups=0 saves them"
+            where = (f"host memory for its statistics: {mols_rank / GIB:,.1f} GiB per rank, {mols_host / GIB:,.1f} GiB "
+                     f"per node ({2 * (1 + groups)} fp32 values per parameter"
+                     + (f" over {world_size} ranks" if mols_rank < mols_statistics_bytes(cfg, n) else " on every rank")
+                     + (f"; {2 * groups} of them for the uncertainty groups: mols.uncertainty_groups=0 saves them"
                         if groups else "") + ")")
         lines.append(f"MoLS: {cfg.mols.samples:,} estimation samples at step {cfg.mols_estimate_step:,}; {where}")
     return "\n".join(lines)
