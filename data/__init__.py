@@ -9,10 +9,12 @@
 See data/stream.py for the order, the sequence schemes and the resume state.
 """
 from data.embedded import EmbeddedCorpus, load_embedded_corpus
+from data.instructions import InstructionStream, load_records, tokenize_records
 from data.stream import TrainStream, build_train_stream, build_val_batches, describe_data
 from data.tokenizer import check_vocabulary, get_tokenizer, tokenizer_fingerprint
 
 __all__ = [
-    "EmbeddedCorpus", "TrainStream", "build_train_stream", "build_val_batches", "describe_data",
-    "check_vocabulary", "get_tokenizer", "load_embedded_corpus", "tokenizer_fingerprint",
+    "EmbeddedCorpus", "InstructionStream", "TrainStream", "build_train_stream", "build_val_batches", "describe_data",
+    "check_vocabulary", "get_tokenizer", "load_embedded_corpus", "load_records", "tokenize_records",
+    "tokenizer_fingerprint",
 ]

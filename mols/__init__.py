@@ -8,12 +8,13 @@
         print(mols.calibrate(model, extra_batches).table())
 
 groups.py maps parameters to module classes, snr.py measures module SNRs, scaling.py turns them
-into learning-rate multipliers and applies them through optimizer step hooks.
+into learning-rate multipliers and applies them through optimizer step hooks. `mols.hf_trainer`
+(imported on its own: it needs transformers) adds MoLS to a transformers.Trainer.
 """
-from mols.groups import CLASSES, GROUPINGS, Segment, classify, count_by_class, param_groups
+from mols.groups import CLASSES, GROUPINGS, Segment, adapted_name, classify, count_by_class, param_groups
 from mols.scaling import Calibration, MoLS, compute_alphas, resolve_reference
 from mols.snr import GradientMoments, MeasurementInterrupted, SNRMeasurement, measure_module_snr
 
-__all__ = ["CLASSES", "GROUPINGS", "Segment", "classify", "count_by_class", "param_groups",
+__all__ = ["CLASSES", "GROUPINGS", "Segment", "adapted_name", "classify", "count_by_class", "param_groups",
            "Calibration", "MoLS", "compute_alphas", "resolve_reference",
            "GradientMoments", "MeasurementInterrupted", "SNRMeasurement", "measure_module_snr"]

@@ -2,9 +2,23 @@
 
 The five functional classes of the paper are emb, head, qk, vo and mlp; everything unmatched
 (norms, biases of norms) is `other` and keeps multiplier 1. Patterns cover the Hugging Face names
-of LLaMA, Qwen2 and GPT-2. GPT-2 fuses Q, K and V in one tensor (`attn.c_attn`, a Conv1D whose
-last dimension is [Q | K | V]); it is split into a qk segment and a vo segment, so each slice can be
-scaled on its own (see `mols.scaling`).
+of LLaMA (LLaMA-3.2 included), Qwen2 (Qwen2.5 included), Gemma3's text model and GPT-2. GPT-2 fuses
+Q, K and V in one tensor (`attn.c_attn`, a Conv1D whose last dimension is [Q | K | V]); it is split
+into a qk segment and a vo segment, so each slice can be scaled on its own (see `mols.scaling`).
+
+Gemma3 (`Gemma3ForCausalLM`) has the LLaMA names plus more norms: `self_attn.q_norm` / `k_norm`
+(per-head RMSNorm of queries and keys) and `pre_feedforward_layernorm` / `post_feedforward_layernorm`
+beside `input_layernorm` / `post_attention_layernorm`. Like every norm they are `other`; q_norm and
+k_norm sit inside `self_attn` but are not projections, so they are not `qk`.
+
+Fine-tuning with LoRA (peft): an adapter matrix takes the class of the layer it adapts, so
+`param_groups` and the SNR estimator work unchanged on a peft model. `adapted_name` maps peft's
+name (`base_model.model.model.layers.0.self_attn.q_proj.lora_A.default.weight`) to the adapted
+layer's (`model.layers.0.self_attn.q_proj.lora.weight`), which the patterns then classify: q_proj's
+and k_proj's A and B are `qk`, v_proj's and o_proj's `vo`, gate/up/down_proj's `mlp`, an
+embedding's `emb`, and a copy of the head trained in full (peft's `modules_to_save`) `head`. The
+frozen base weights are skipped like any parameter that does not require a gradient. LoRA on
+GPT-2's fused c_attn cannot be split by class (its A matrix feeds Q, K and V alike) and is refused.
 """
 from __future__ import annotations
 
@@ -29,6 +43,21 @@ PATTERNS: list[tuple[str, str]] = [
 ]
 
 _LAYER = re.compile(r"\.(?:layers|h)\.(\d+)\.")
+
+# peft's parts of a parameter name: the wrapper prefix, the wrapped layer, the adapter matrices
+# (followed by the adapter's name, "default" unless chosen) and modules_to_save's copies.
+_PEFT_PREFIX = re.compile(r"^base_model\.model\.")
+_PEFT_WRAPPED = re.compile(r"\.(?:base_layer|original_module|modules_to_save\.[^.]+)(?=\.|$)")
+_PEFT_ADAPTER = re.compile(r"\.(?:lora_A|lora_B|lora_embedding_A|lora_embedding_B|lora_magnitude_vector)"
+                           r"\.[^.]+(?=\.|$)")
+
+
+def adapted_name(name: str) -> str:
+    """The name of the layer a parameter belongs to, with peft's wrapping taken out: an adapter
+    matrix gets `.lora` after the layer it adapts. Names without peft parts are returned as they are."""
+    name = _PEFT_PREFIX.sub("", name)
+    name = _PEFT_WRAPPED.sub("", name)
+    return _PEFT_ADAPTER.sub(".lora", name)
 
 
 def _merge(mapping: dict[str, str]) -> Callable[[str, str], str]:
@@ -65,6 +94,8 @@ class Segment:
 
 
 def base_class(name: str) -> str:
+    """The class of a parameter by its name (a peft adapter's: its layer's; see `adapted_name`)."""
+    name = adapted_name(name)
     for pattern, cls in PATTERNS:
         if re.search(pattern, name):
             return cls
@@ -85,6 +116,9 @@ def classify(named_parameters: Iterable[tuple[str, torch.Tensor]], grouping: str
         if cls != "fused_qkv":
             segments.append(Segment(name, to_group(cls, name)))
             continue
+        if re.search(r"\.lora(\.|$)", adapted_name(name)):
+            raise ValueError(f"{name}: a LoRA adapter of a fused QKV layer has no single module class "
+                             "(its A matrix feeds Q, K and V); leave c_attn out of the LoRA target modules")
         dim = param.dim() - 1  # Conv1D weight is (in, 3*d); the bias is (3*d,)
         width = param.shape[dim]
         if width % 3:
