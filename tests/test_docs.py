@@ -46,11 +46,13 @@ def test_the_7b_memory_figures_in_the_prose_are_the_dry_runs(capsys):
     out = dry_run(capsys, "configs/paper/base.yaml", "configs/paper/models/llama_7b.yaml",
                   "configs/paper/methods/adam8bit.yaml", "configs/paper/mols.yaml")
     per_gpu = re.search(r"estimated memory per GPU .*: ([\d.,]+) GiB", out).group(1)
-    per_node = re.search(r"host memory per node for its statistics: ([\d.,]+) GiB", out).group(1)
+    per_rank, per_node = re.search(r"host memory for its statistics: ([\d.,]+) GiB per rank, ([\d.,]+) GiB per node",
+                                   out).groups()
     assert f"(train.py --dry-run: {per_gpu} GiB per GPU)" in (ROOT / "configs/paper/models/llama_7b.yaml").read_text()
     readme = " ".join((ROOT / "README.md").read_text().split())
-    per_rank = float(per_node.replace(",", "")) / 8
-    assert f"{per_rank:.1f} GiB for 7B per rank, so {per_node} GiB per 8-GPU node" in readme
+    assert f"{per_rank} GiB for 7B per rank, so {per_node} GiB per 8-GPU node" in readme
+    fsdp = " ".join((ROOT / "docs/fsdp.md").read_text().split())
+    assert f"| {per_rank} / {per_node} |" in fsdp
 
 
 def parameters_m(size: str, vocab: int | None = None) -> str:
