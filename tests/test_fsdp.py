@@ -22,19 +22,35 @@ from training.records import read_metrics
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
 STEPS = 12
-# Unpacked documents (the paper's scheme) and one sequence per MoLS sample: 1 and 2 ranks then see
-# the same global batches and the same gradient samples.
-TINY = ["model.size=llama_micro", "data.source=local", f"data.path={ASSETS / 'train.jsonl'}",
-        f"data.val_path={ASSETS / 'val.jsonl'}", f"data.tokenizer={ASSETS / 'tokenizer'}", "data.num_workers=0",
+# Token shards of the test assets (written once per session below), unpacked documents (the paper's
+# scheme) and one sequence per MoLS sample: 1 and 2 ranks then see the same global batches and the
+# same gradient samples.
+TINY = ["model.size=llama_micro", "data.source=tokens", f"data.tokenizer={ASSETS / 'tokenizer'}", "data.num_workers=0",
         "data.seq_len=32", "data.val_tokens=4000", "data.packing=false", "train.global_batch=8",
         "train.micro_batch=2", "train.log_every=1", "optimizer.lr=5e-3", "train.threads=1", "train.eval_every=1000",
         f"train.steps={STEPS}", "train.checkpoint_every=6", "train.keep_checkpoints=3", "train.warmup_steps=8",
         "mols.enabled=true", "mols.estimate_at=2", "mols.samples=16", "mols.micro_batch=1"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def shards(tmp_path_factory) -> dict:
+    """The assets' training and validation texts as token shards (scripts/pretokenize.py)."""
+    from scripts import pretokenize
+    out = tmp_path_factory.mktemp("shards")
+    for split in ("train", "val"):
+        assert pretokenize.main(["--source", "local", "--path", str(ASSETS / f"{split}.jsonl"), "--tokenizer",
+                                 str(ASSETS / "tokenizer"), "--out", str(out / split), "--docs-per-shard", "64",
+                                 "--workers", "0", "--quiet"]) == 0
+    DATA[:] = [f"data.path={out / 'train'}", f"data.val_path={out / 'val'}"]
+    return out
+
+
+DATA: list[str] = []  # data.path and data.val_path of the shards
+
+
 def arguments(out: Path, name: str, *overrides: str) -> list[str]:
     args = ["--config", str(ROOT / "configs" / "quickstart.yaml")]
-    for item in [*TINY, f"run.out_dir={out}", f"run.name={name}", *overrides]:
+    for item in [*TINY, *DATA, f"run.out_dir={out}", f"run.name={name}", *overrides]:
         args += ["--set", item]
     return args
 
@@ -58,7 +74,7 @@ def calibration(run_dir: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory) -> Path:
+def runs(tmp_path_factory, shards) -> Path:
     """The same training as one process, 2-rank DDP (sharded and whole MoLS statistics) and
     2-rank FSDP (with and without activation checkpointing); all initialised by name."""
     out = tmp_path_factory.mktemp("fsdp")
