@@ -281,7 +281,9 @@ class GradientMoments:
             return seg.view(tensor)
         first, count = self.rows[seg.name]
         start, stop = max(seg.start, first), min(seg.stop, first + count)
-        return tensor.narrow(0, start - first, max(0, stop - start))
+        if stop <= start:  # the segment lies in other ranks' rows
+            return tensor.narrow(0, 0, 0)
+        return tensor.narrow(0, start - first, stop - start)
 
     def _aggregate(self, segments: list[Segment], estimator: str, zero_variance: str,
                    element: Callable[[str], tuple[torch.Tensor, torch.Tensor]]

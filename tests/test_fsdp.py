@@ -202,3 +202,13 @@ def test_by_name_initial_values_follow_transformers_own_initialisation(size):
         else:
             assert float(mine.std()) == pytest.approx(float(param.std()), rel=0.15), name
             assert not torch.equal(initial_value(model.config, name, param.shape, seed=1), mine)
+
+
+def test_a_non_finite_update_is_skipped_under_fsdp_as_under_ddp(tmp_path, monkeypatch):
+    from test_faults import poison
+    poison(monkeypatch, first=9, last=9)  # a micro-batch of update 3 (4 per update here)
+    assert train.main(arguments(tmp_path, "fsdp_skip", "train.parallel=fsdp", "train.on_nonfinite=skip",
+                                "mols.enabled=false")) == 0
+    (skip,) = [r for r in read_metrics(tmp_path / "fsdp_skip" / "metrics.jsonl") if r["kind"] == "nonfinite"]
+    assert skip["step"] == 3 and skip["action"] == "skip" and skip["where"].startswith("the loss is non-finite")
+    assert all(torch.isfinite(t).all() for t in weights(tmp_path / "fsdp_skip").values())

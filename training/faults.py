@@ -17,6 +17,7 @@ import signal
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 
 from training import distributed
 
@@ -62,10 +63,18 @@ class StopRequests:
 def nonfinite_report(model: torch.nn.Module, loss_finite: bool) -> str:
     """Where the non-finite values are: the loss, then the first parameter (walking back from the
     output, the order backprop reaches them) whose gradient holds NaN or inf, with its module."""
+    from torch.distributed.tensor import DTensor
+
     from mols.groups import base_class
 
-    bad = [(name, param) for name, param in model.named_parameters()
-           if param.grad is not None and not torch.isfinite(param.grad).all()]
+    named = list(model.named_parameters())
+    local = [None if p.grad is None else p.grad.to_local() if isinstance(p.grad, DTensor) else p.grad
+             for _, p in named]
+    flags = torch.tensor([g is not None and not bool(torch.isfinite(g).all()) for g in local], dtype=torch.int32,
+                         device=next((g.device for g in local if g is not None), "cpu"))
+    if any(isinstance(p.grad, DTensor) for _, p in named):  # sharded: each rank saw its shards only
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    bad = [(name, param) for (name, param), flag in zip(named, flags.tolist()) if flag]
     parts = [] if loss_finite else ["the loss is non-finite"]
     if bad:
         name, param = bad[-1]
