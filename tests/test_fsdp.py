@@ -107,6 +107,13 @@ def test_fsdp_trains_what_ddp_and_one_process_train(runs):
         assert found == pytest.approx(alphas["one"], rel=1e-4), name
 
 
+def test_without_mols_too(tmp_path):
+    plain = ["mols.enabled=false", "train.checkpoint_every=0"]
+    launch(tmp_path, "one", "model.init=by_name", *plain, nproc=1)
+    launch(tmp_path, "fsdp", "train.parallel=fsdp", *plain)
+    assert_close_models(weights(tmp_path / "fsdp"), weights(tmp_path / "one"))
+
+
 def test_sharded_mols_statistics_equal_whole_ones_with_half_the_memory_per_rank(runs):
     sharded, whole = calibration(runs / "ddp"), calibration(runs / "ddp_whole_statistics")
     assert sharded["module_snr"] == pytest.approx(whole["module_snr"], rel=1e-5)
