@@ -107,6 +107,12 @@ class Calibration:
     alpha_high: dict[str, float] = field(default_factory=dict)
     uncertainty_warn: Optional[float] = None   # relative half-width above which an alpha is flagged
     uncertain: list[str] = field(default_factory=list)  # classes whose interval is wider than that
+    # snr: plain's 1/K bias, which the interval cannot show (it grows the sparse embedding's alpha
+    # with the number of samples, docs/calibration.md): the alphas of the bias-corrected SNRs of the
+    # same moments, and the classes whose plain alpha is further from it than its interval and
+    # uncertainty_warn reach
+    alphas_corrected: dict[str, float] = field(default_factory=dict)
+    biased: list[str] = field(default_factory=list)
 
     def relative_half_width(self, cls: str) -> Optional[float]:
         if cls not in self.alpha_high or not self.alphas.get(cls):
@@ -134,6 +140,7 @@ class Calibration:
                          f"{self.uncertainty_groups} groups: every group needs one)")
         lines.append(f"  {'module':<14}{'SNR':>12}" + (f"{'± se':>11}" if ranged else "") + f"{'alpha':>9}"
                      + (f"{'± se':>8}  {'95% interval':<17}" if ranged else "")
+                     + (f"{'corrected':>10}" if self.alphas_corrected else "")
                      + ("  zero-variance elements" if self.zero_variance_fraction else ""))
         for cls in sorted(self.module_snr, key=lambda c: -self.module_snr[c]):
             zero = self.zero_variance_fraction.get(cls)
@@ -148,11 +155,17 @@ class Calibration:
                     line += f"{self.alpha_se[cls]:>8.3f}  {interval:<17}"
                 else:
                     line += f"{'':>8}  {'':<17}"
+            if self.alphas_corrected:
+                corrected = self.alphas_corrected.get(cls)
+                line += f"{corrected:>10.3f}" if corrected is not None and cls not in UNSCALED else f"{'':>10}"
             lines.append((line + (f"  {100 * zero:.1f}%" if zero else "")).rstrip())
         for cls in self.uncertain:
             lines.append(f"  ! {cls}: alpha {self.alphas[cls]:.3f} is uncertain by +-"
                          f"{100 * self.relative_half_width(cls):.0f}% (more than mols.uncertainty_warn "
                          f"{100 * self.uncertainty_warn:.0f}%); more samples (mols.samples) narrow it")
+        for cls in self.biased:
+            lines.append(f"  ! {cls}: alpha {self.alphas[cls]:.3f} becomes {self.alphas_corrected[cls]:.3f} without "
+                         f"the 1/K bias of snr: plain, beyond its interval; more samples (mols.samples) shrink the bias")
         return "\n".join(lines)
 
 
@@ -317,6 +330,27 @@ class MoLS:
         return {"module_snr_se": dict(result.module_snr_se), "alpha_se": alpha_se, "alpha_low": low,
                 "alpha_high": high, "uncertain": uncertain}
 
+    def _bias(self, result: SNRMeasurement, alphas: dict[str, float], uncertainty: dict) -> dict:
+        """The alphas of the bias-corrected SNRs, and the classes whose plain alpha differs from its
+        corrected one by more than both the half-width of its 95% interval and uncertainty_warn x
+        alpha (what there is of the two)."""
+        with warnings.catch_warnings():  # a class of corrected SNR 0 says so through the plain one already
+            warnings.simplefilter("ignore")
+            corrected = compute_alphas(result.module_snr_corrected, self.reference, self.min_alpha,
+                                       self.max_alpha)[0]
+        biased = []
+        for cls, alpha in alphas.items():
+            if cls in UNSCALED or cls not in corrected or alpha <= 0:
+                continue
+            reaches = []
+            if cls in uncertainty.get("alpha_high", {}):
+                reaches.append((uncertainty["alpha_high"][cls] - uncertainty["alpha_low"][cls]) / 2)
+            if self.uncertainty_warn is not None:
+                reaches.append(self.uncertainty_warn * alpha)
+            if reaches and abs(corrected[cls] - alpha) > max(reaches):
+                biased.append(cls)
+        return {"alphas_corrected": corrected, "biased": biased}
+
     def calibrate(self, model: torch.nn.Module, batches: Iterable[dict], loss_fn: Callable = default_loss,
                   should_stop: Optional[Callable[[], bool]] = None) -> Calibration:
         """Estimate module SNRs now and start ramping towards the new alphas. With
@@ -343,12 +377,18 @@ class MoLS:
             "statistics_bytes": result.statistics_bytes, "uncertainty_warn": self.uncertainty_warn,
             "statistics_node_bytes": result.statistics_bytes * int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
             **self._uncertainty(result, alphas)}
+        if ref != FIXED and result.module_snr_corrected:
+            extra.update(self._bias(result, alphas, extra))
         calibration = Calibration(step, result.module_snr, alphas, ref, result.gradient_samples,
                                   result.sequences, result.seconds, result.zero_variance_fraction, **extra)
         for cls in calibration.uncertain:
             warnings.warn(f"MoLS: the alpha of {cls} ({alphas[cls]:.3f}, 95% interval "
                           f"[{calibration.alpha_low[cls]:.3f}, {calibration.alpha_high[cls]:.3f}]) is uncertain "
                           f"by more than {100 * self.uncertainty_warn:.0f}%: more samples (mols.samples) narrow it")
+        for cls in calibration.biased:
+            warnings.warn(f"MoLS: the alpha of {cls} ({alphas[cls]:.3f}) is {calibration.alphas_corrected[cls]:.3f} "
+                          f"with the 1/K bias of the plain SNR removed (snr: corrected), further than its interval "
+                          f"reaches: more samples (mols.samples) shrink the bias (docs/calibration.md)")
         self.calibrations.append(calibration)
         return calibration
 

@@ -361,6 +361,8 @@ class SNRMeasurement:
     module_snr_se: dict[str, float] = field(default_factory=dict)
     groups: int = 0
     statistics_bytes: int = 0  # memory of the moments (merged and per group)
+    # With snr: plain, the bias-corrected module SNRs from the same moments (a free second reading)
+    module_snr_corrected: dict[str, float] = field(default_factory=dict)
 
 
 def _fold_in_backward(model: torch.nn.Module, moments: GradientMoments) -> list:
@@ -456,5 +458,6 @@ def measure_module_snr(model: torch.nn.Module, batches: Iterable[dict], segments
         sequences = int(total.item())
     module_snr, zero_fraction = moments.module_stats(segments, estimator, zero_variance, snr)
     replicates = moments.jackknife_replicates(segments, estimator, zero_variance, snr)
+    corrected = moments.module_snr(segments, estimator, zero_variance, "corrected") if snr == "plain" else {}
     return SNRMeasurement(module_snr, moments.count, sequences, time.perf_counter() - start, zero_fraction,
-                          replicates, jackknife_se(replicates), groups, moments.statistics_bytes())
+                          replicates, jackknife_se(replicates), groups, moments.statistics_bytes(), corrected)

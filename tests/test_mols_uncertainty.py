@@ -173,6 +173,31 @@ def test_the_table_shows_intervals_and_a_wide_interval_warns():
     assert "interval" not in Calibration(**old).table()
 
 
+def test_the_plain_estimators_bias_is_shown_beside_it_and_warned_about_beyond_the_interval():
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    mols = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=0, warmup_steps=4)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calibration = mols.calibrate(model, fixed_batches())
+    assert set(calibration.alphas_corrected) == set(calibration.alphas)
+    # the corrected alphas are those of the corrected SNRs of the same samples
+    corrected = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), estimate_step=0, warmup_steps=4,
+                     snr="corrected", uncertainty_groups=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert corrected.calibrate(model, fixed_batches()).alphas == pytest.approx(calibration.alphas_corrected)
+    table = calibration.table()
+    assert "corrected" in table.splitlines()[3]
+    for cls in calibration.biased:  # flagged only beyond both the interval and uncertainty_warn
+        gap = abs(calibration.alphas_corrected[cls] - calibration.alphas[cls])
+        assert gap > (calibration.alpha_high[cls] - calibration.alpha_low[cls]) / 2
+        assert gap > 0.2 * calibration.alphas[cls]
+        assert f"! {cls}: alpha {calibration.alphas[cls]:.3f} becomes" in table
+        assert any("1/K bias" in str(w.message) and cls in str(w.message) for w in caught)
+    assert calibration.biased or not any("1/K bias" in str(w.message) for w in caught)
+
+
 def test_the_settings_reach_mols_from_the_config_and_are_checked():
     from mols.config import MoLSConfig
     model = build_model("llama_micro", 64)
