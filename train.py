@@ -1,9 +1,14 @@
 #!/usr/bin/env python3
-"""Pre-train a language model, optionally with MoLS, from a YAML config.
+"""Pre-train a language model, or fine-tune a pretrained one, optionally with MoLS, from a YAML config.
 
     python train.py --config configs/quickstart.yaml [--set optimizer.lr=2.5e-3 ...]
     torchrun --nproc_per_node 8 train.py --config configs/paper/base.yaml \
         --config configs/paper/models/llama_60m.yaml --config configs/paper/methods/adam.yaml --set optimizer.lr=5e-3
+    python train.py --config configs/finetune_demo.yaml --set model.lora.rank=8   # model.pretrained, instructions
+
+Fine-tuning is the same loop: `model.pretrained` loads a transformers model (with LoRA adapters
+when model.lora.rank > 0) instead of building model.size, and `data.source: instructions` feeds
+instruction records with the loss on the responses only (data/instructions.py).
 
 Read top to bottom: set-up (config, processes, run directory, model, optimizer, MoLS, data,
 resume), then the loop (MoLS calibration, learning rate, accumulated micro-batches, clipping,
@@ -23,8 +28,9 @@ import torch
 import yaml
 
 from configs import IGNORE_INDEX, UserError, write_json_atomic
-from data import build_train_stream, build_val_batches, check_vocabulary, describe_data, get_tokenizer
-from models import loss_sum_and_count, mean_loss, parameter_report
+from data import check_vocabulary, get_tokenizer
+from data.instructions import data_pipeline, tokenizer_spec
+from models import loss_sum_and_count, mean_loss
 from models.cost import flops_per_token
 from mols import MeasurementInterrupted, MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
@@ -32,10 +38,11 @@ from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
 from training.cli import parse_arguments
 from training.config import Config, load_config
-from training.dry_run import check_memory, plan
+from training.dry_run import plan
+from training.finetune import finetune_plan
 from training.evaluation import evaluate, perplexity, to_device
 from training.fsdp import full_value, is_sharded, no_gradient_sync
-from training.precision import prepare_model, resolve_precision
+from training.precision import check_model_memory, model_description, prepare_model, resolve_precision
 from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
@@ -55,7 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
         if args.dry_run:
-            print(plan(cfg, args.gpus or int(os.environ.get("WORLD_SIZE", "1")), args.gpus_per_node))
+            planner = finetune_plan if cfg.model.pretrained else plan
+            print(planner(cfg, args.gpus or int(os.environ.get("WORLD_SIZE", "1")), args.gpus_per_node))
             return 0
         return train(cfg)
     except UserError as err:
@@ -123,7 +131,7 @@ def take_update(model, train_model, optimizer, micro_batches: list[dict], *, lr_
 def run_summary(cfg: Config, state: TrainingState, final_loss: float, speed: Throughput) -> dict:
     summary = {"final_val_loss": final_loss, "final_val_ppl": perplexity(final_loss),
                "steps": cfg.train.steps, "tokens_seen": state.tokens_seen, "wall_time_s": state.seconds(),
-               "optimizer": cfg.optimizer.name, "mols": cfg.mols.enabled, "model": cfg.model.size,
+               "optimizer": cfg.optimizer.name, "mols": cfg.mols.enabled, "model": cfg.model.pretrained or cfg.model.size,
                "optimizer_state_bytes": optimizer_state_bytes(state.optimizer)}
     if state.mols is not None and state.mols.calibrations:
         summary["mols_alphas"] = state.mols.calibrations[-1].alphas
@@ -148,10 +156,10 @@ def train(cfg: Config) -> int:
     resume_from, saved = prepare_run_dir(run_dir, cfg.run.resume, is_main, procs.world_size)
     changes = check_resume_config(saved, cfg.to_dict(), resume_from, cfg.run.allow_resume_changes) if saved else []
 
-    tokenizer = get_tokenizer(cfg.data.tokenizer)
+    tokenizer = get_tokenizer(tokenizer_spec(cfg))  # a pretrained model's own, unless data.tokenizer names one
     vocab_size = cfg.model.vocabulary(len(tokenizer))
     vocabulary_note = check_vocabulary(tokenizer, vocab_size)
-    check_memory(cfg, vocab_size, device, resolve_precision(t.precision, device))
+    check_model_memory(cfg, vocab_size, device, resolve_precision(t.precision, device))
     model, precision, autocast = prepare_model(cfg, vocab_size, device)
 
     optimizer = build_optimizer(cfg.optimizer, model, param_groups(model, cfg.mols.grouping))
@@ -162,6 +170,7 @@ def train(cfg: Config) -> int:
                                 warmup_steps=cfg.warmup_steps, device=device, step=lambda: state.step)
         state.mols = mols
 
+    build_train_stream, build_val_batches, describe_data = data_pipeline(cfg.data)  # documents or instructions
     stream_args = dict(rank=procs.rank, world_size=procs.world_size, vocab_limit=vocab_size)
     state.streams["train"] = build_train_stream(cfg.data, tokenizer, micro_batch=t.micro_batch, **stream_args)
     if mols is not None:  # MoLS's extra samples come from an independent order: training data untouched
@@ -191,16 +200,19 @@ def train(cfg: Config) -> int:
     log = RunLog(cfg, run_dir, is_main)
     if is_main:
         save_run_records(cfg, run_dir, procs.world_size, device, resumed_at=state.step if resume_from else None)
-    tokens_per_step = t.global_batch * cfg.data.seq_len
+    seq_len = cfg.data.sequence_tokens  # instruction records: the cut-off (micro-batches pad to their longest)
+    tokens_per_step = t.global_batch * seq_len
     log.say(f"run directory: {run_dir}" + (f" (resuming from {resume_from.name})" if resume_from else ""))
     for change in changes:
         log.say(f"changed on resume (run.allow_resume_changes): {change}")
     log.say(describe_data(cfg.data, tokenizer))
     if vocabulary_note:
         log.say(vocabulary_note)
-    log.say(f"model {cfg.model.size} ({precision}, vocab {vocab_size}); " + parameter_report(model))
+    log.say(f"model {cfg.model.pretrained or cfg.model.size} ({precision}, vocab {vocab_size}); "
+            + model_description(cfg, model))
     log.say(describe_groups(optimizer))
-    log.say(f"tokens per step: {tokens_per_step:,} = {t.global_batch} sequences x {cfg.data.seq_len} tokens "
+    log.say(f"tokens per step: {'at most ' if cfg.data.instructions else ''}{tokens_per_step:,} = "
+            f"{t.global_batch} sequences x {seq_len} tokens "
             f"({procs.world_size} ranks x {t.micro_batch} micro-batch x {accumulation} accumulation); "
             f"{t.steps} steps, warm-up {cfg.warmup_steps}")
 
@@ -239,7 +251,7 @@ def train(cfg: Config) -> int:
         run_eval()
     state.started = time.time()  # training time counts from here (set-up excluded)
     segment_start = state.step
-    speed = Throughput(flops_per_token(model, cfg.data.seq_len), procs.world_size, peak_tflops(device, t.peak_tflops),
+    speed = Throughput(flops_per_token(model, seq_len), procs.world_size, peak_tflops(device, t.peak_tflops),
                        device)
     guard = NonfiniteGuard(t.on_nonfinite, t.max_consecutive_skips)
     while state.step < t.steps:

@@ -432,3 +432,97 @@ def write_synthetic(path: str | Path = SYNTHETIC_PATH) -> None:
     lines = [json.dumps(r, ensure_ascii=False, sort_keys=True) for r in synthetic_records()]
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------------------------
+# The trainer's data section (`data.source: instructions`)
+# --------------------------------------------------------------------------------------------
+
+def tokenizer_spec(cfg) -> str:
+    """The tokenizer a run uses (`cfg` the whole config): data.tokenizer, except that a fine-tuning
+    run (model.pretrained) uses the pretrained model's own tokenizer unless data.tokenizer names
+    another than the default."""
+    from data.config import DataConfig
+
+    if cfg.model.pretrained and cfg.data.tokenizer == DataConfig.tokenizer:
+        return cfg.model.pretrained
+    return cfg.data.tokenizer
+
+
+def instruction_records(path: str, split: str) -> list[dict]:
+    """The records of data.path (split "train") or data.val_path ("val"); shipped-synthetic is
+    the shipped set's train or test split."""
+    from data.config import SHIPPED_SYNTHETIC
+
+    if path == SHIPPED_SYNTHETIC:
+        return shipped_synthetic("train" if split == "train" else "test")
+    return load_records(path)
+
+
+_SETS: dict = {}
+
+
+def instruction_set(cfg, tokenizer, split: str, vocab_limit: Optional[int] = None) -> InstructionSet:
+    """The tokenized records of a split (`cfg` the data section), kept for the process: the training
+    stream, MoLS's extra stream and the validation set tokenize each file once."""
+    from data.config import SHIPPED_SYNTHETIC
+    from data.tokenizer import tokenizer_fingerprint
+
+    path = cfg.path if split == "train" else (cfg.val_path or SHIPPED_SYNTHETIC)
+    key = (path, split, cfg.cutoff_len, cfg.chat_template, tokenizer_fingerprint(tokenizer))
+    if key not in _SETS:
+        if len(_SETS) >= 4:  # a run holds a train and a validation set
+            _SETS.clear()
+        _SETS[key] = tokenize_records(instruction_records(path, split), tokenizer, cutoff_len=cfg.cutoff_len,
+                                      use_chat_template=cfg.chat_template)
+    dataset = _SETS[key]
+    if vocab_limit is not None:
+        largest = max(int(ex.input_ids.max()) for ex in dataset.examples)
+        if largest >= vocab_limit:
+            raise UserError(f"{path}: token id {largest} from the tokenizer is beyond the model's {vocab_limit} "
+                            f"embedding rows; use the model's own tokenizer (data.tokenizer)")
+    return dataset
+
+
+def build_instruction_stream(cfg, tokenizer, *, rank: int, world_size: int, micro_batch: int, seed_offset: int = 0,
+                             state: Optional[dict] = None, vocab_limit: Optional[int] = None) -> InstructionStream:
+    """data.stream.build_train_stream's counterpart for instruction records (`cfg` the data section)."""
+    return InstructionStream(instruction_set(cfg, tokenizer, "train", vocab_limit), micro_batch=micro_batch,
+                             pad_id=tokenizer.pad_token_id, rank=rank, world_size=world_size,
+                             shuffle_seed=cfg.shuffle_seed, seed_offset=seed_offset, state=state)
+
+
+def build_instruction_val_batches(cfg, tokenizer, *, rank: int, world_size: int, batch_size: int,
+                                  vocab_limit: Optional[int] = None) -> list[dict]:
+    """data.stream.build_val_batches's counterpart: every validation record once, in file order,
+    loss on the responses only."""
+    return instruction_batches(instruction_set(cfg, tokenizer, "val", vocab_limit), batch_size=batch_size,
+                               pad_id=tokenizer.pad_token_id, rank=rank, world_size=world_size)
+
+
+def describe_instructions(cfg, tokenizer) -> str:
+    """Two lines for the run log (data.stream.describe_data's counterpart)."""
+    from data.config import SHIPPED_SYNTHETIC
+
+    train, val = instruction_set(cfg, tokenizer, "train"), instruction_set(cfg, tokenizer, "val")
+    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
+    where = {SHIPPED_SYNTHETIC: f"{SHIPPED_SYNTHETIC} ({SYNTHETIC_PATH.name})"}
+    lengths = [len(ex.input_ids) for ex in train.examples]
+    return (f"data: instructions: {where.get(cfg.path, cfg.path)}: {len(train):,} train examples "
+            f"({train.skipped} skipped, {train.truncated} truncated at cutoff_len {cfg.cutoff_len}); validation: "
+            f"{where.get(cfg.val_path or SHIPPED_SYNTHETIC, cfg.val_path)}: {len(val):,} examples\n"
+            f"sequences: one record each, prompt + response (mean {sum(lengths) / len(lengths):.0f}, longest "
+            f"{max(lengths)} tokens), loss on the response only; "
+            f"{'chat template' if train.chat_template else 'Alpaca prompt'}; tokenizer {name} "
+            f"({len(tokenizer):,} tokens, eos {tokenizer.eos_token!r}, pad {tokenizer.pad_token!r}); "
+            f"shuffle seed {cfg.shuffle_seed}")
+
+
+def data_pipeline(cfg):
+    """(build the training stream, build the validation batches, describe them) for a data
+    section: data.stream's for documents, this module's for instruction records; the same
+    signatures, so train.py calls them alike."""
+    if cfg.instructions:
+        return build_instruction_stream, build_instruction_val_batches, describe_instructions
+    from data.stream import build_train_stream, build_val_batches, describe_data
+    return build_train_stream, build_val_batches, describe_data

@@ -348,6 +348,9 @@ def reshard_states(states: list[dict], world_size: int) -> list[dict]:
     if not all(isinstance(state, dict) for state in states):
         raise UserError("the checkpoint holds no data position for some rank: resume on "
                         f"{saved} ranks, as it was saved")
+    if not all({"epoch", "docs", "offset"} <= set(state) for state in states):
+        raise UserError(f"the checkpoint was saved by {saved} ranks and this run has {world_size}: this data "
+                        f"stream's position cannot move to another number of ranks; resume on {saved} ranks")
     if any(state.get("packing") for state in states):
         raise UserError(f"the checkpoint was saved by {saved} ranks and this run has {world_size}: packed "
                         f"sequences (data.packing: true) are cut from each rank's own documents, so the data "

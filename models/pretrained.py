@@ -127,3 +127,64 @@ def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(trainable, total) parameter counts, tied tensors once."""
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return trainable, sum(p.numel() for p in model.parameters())
+
+
+def pretrained_vocabulary(name_or_path: str | Path) -> int:
+    """The embedding rows of a pretrained model, from its config alone (nothing else is loaded)."""
+    from transformers import AutoConfig
+
+    from configs import UserError
+
+    try:
+        config = AutoConfig.from_pretrained(str(name_or_path))
+    except (OSError, ValueError) as err:
+        raise UserError(f"model.pretrained: cannot read the config of {name_or_path!r} ({str(err).splitlines()[0]})") \
+            from None
+    return int(config.get_text_config().vocab_size)
+
+
+def build_finetuning_model(model_cfg, *, seed: int, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
+    """The model a fine-tuning run trains (`model_cfg` the config's model section): the pretrained
+    model in fp32 on `device`, wrapped with LoRA adapters (initialised from `seed`) when
+    model.lora.rank > 0."""
+    from configs import UserError
+
+    try:
+        model, _ = load_pretrained(model_cfg.pretrained, dtype="float32", device=device, with_tokenizer=False,
+                                   attn_implementation=model_cfg.attn_implementation)
+    except OSError as err:  # a missing directory, no network for a hub name
+        raise UserError(f"model.pretrained: cannot load {model_cfg.pretrained!r} ({str(err).splitlines()[0]})") \
+            from None
+    lora = model_cfg.lora
+    if lora.enabled:
+        model = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules, seed=seed)
+    return model
+
+
+def describe_finetuning(model: torch.nn.Module, model_cfg) -> str:
+    """One line for the run log: what is fine-tuned, and how many parameters train."""
+    trainable, total = trainable_parameters(model)
+    lora = model_cfg.lora
+    how = (f"LoRA rank {lora.rank}, alpha {lora_alpha_for(lora.rank, lora.alpha):g}, dropout {lora.dropout:g}, "
+           f"on {lora.target_modules}" if lora.enabled else "full fine-tuning")
+    base = model.get_base_model() if is_peft_model(model) else model
+    return (f"fine-tuning {model_cfg.pretrained} ({type(base).__name__}): {how}; "
+            f"{trainable / 1e6:,.3f}M of {total / 1e6:,.3f}M parameters train")
+
+
+def finetuned_model(model_cfg, weights: dict, *, seed: int = 0) -> torch.nn.Module:
+    """A fine-tuning run's trained model as a plain transformers model (LoRA merged into the base
+    weights), fp32, in eval mode with `use_cache` on: the pretrained model rebuilt as the run built
+    it (`model_cfg` its model section), with the checkpoint's `weights` loaded (all of them: the
+    frozen base weights too, so a changed base model fails here rather than drifting)."""
+    from configs import UserError
+
+    model = build_finetuning_model(model_cfg, seed=seed, device="cpu")
+    try:
+        model.load_state_dict(weights)
+    except RuntimeError as err:
+        first = next((line.strip() for line in str(err).splitlines()[1:] if line.strip()), str(err))
+        raise UserError(f"the checkpoint does not fit {model_cfg.pretrained} with this LoRA setting ({first})") from None
+    merged = merge_lora(model)
+    merged.config.use_cache = True
+    return merged.float().eval()

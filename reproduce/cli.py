@@ -126,7 +126,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     grid.add_argument("--lrs", type=parse_lrs, help="'paper' (learning_rates.yaml), 'grid' (the paper's search "
                       "grid) or a list, e.g. 1e-3,2.5e-3")
     grid.add_argument("--seeds", type=comma_list(int), help="training seeds, e.g. 0,1,2")
-    grid.add_argument("--base", type=Path, default=paper.BASE_CONFIG, help="first config of every job")
+    grid.add_argument("--base", type=Path, default=None, help="first config of every job (default: the "
+                      "experiment's, configs/paper/base.yaml or finetune/base.yaml)")
     grid.add_argument("--config", action="append", default=[], help="extra config layered last (repeatable)")
     grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every job")
     grid.add_argument("--out-dir", default="runs/paper", help="runs go to OUT_DIR/NAME/RUN_NAME")
@@ -167,6 +168,8 @@ def resolve_grid(args, parser: argparse.ArgumentParser) -> argparse.Namespace:
     args.lrs = args.lrs or (grid.lrs if grid else "paper")
     args.seeds = args.seeds if args.seeds is not None else (grid.seeds if grid else [0])
     args.nodes = args.nodes or (grid.nodes if grid else 1)
+    args.base = args.base or (grid.base if grid else paper.BASE_CONFIG)
+    args.models_dir = grid.models_dir if grid else paper.PAPER / "models"
     if not args.models or not args.methods:
         parser.error("name an EXPERIMENT, or give --models and --methods")
     if args.mols:
@@ -184,7 +187,7 @@ def cmd_run(args) -> int:
     try:
         jobs = build_jobs(name=args.name, models=args.models, variants=args.methods, lrs=args.lrs,
                           seeds=args.seeds, out_dir=args.out_dir, base=args.base, extra_configs=args.config,
-                          extra_overrides=args.set, wandb_project=args.wandb_project)
+                          extra_overrides=args.set, wandb_project=args.wandb_project, models_dir=args.models_dir)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

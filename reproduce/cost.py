@@ -45,6 +45,8 @@ def job_cost(cfg) -> JobCost:
     live on the CPU."""
     from models import SIZES
 
+    if cfg.model.pretrained:
+        return finetune_job_cost(cfg)
     size = SIZES[cfg.model.size]
     vocab = cfg.model.vocab_size or size.vocab or FALLBACK_VOCAB
     seq_len = cfg.data.seq_len
@@ -53,6 +55,34 @@ def job_cost(cfg) -> JobCost:
     mols_on_cpu = mols_statistics_bytes(cfg, n) if cfg.mols.stats_device == "cpu" else 0
     mem = BASE_MEM_PER_RANK_GIB * 2**30 + mols_on_cpu
     return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
+
+
+# Parameters of the paper's fine-tuning models (their model cards), for grids priced without their
+# config.json at hand (a dry run never downloads).
+PRETRAINED_PARAMETERS = {"google/gemma-3-1b-pt": 1.00e9, "meta-llama/Llama-3.2-1B": 1.24e9,
+                         "meta-llama/Llama-3.2-3B": 3.21e9, "Qwen/Qwen2.5-7B": 7.62e9}
+
+
+def finetune_job_cost(cfg) -> JobCost:
+    """A fine-tuning job: 6 x parameters FLOPs per token for full fine-tuning, 4 x for LoRA (the
+    forward and the backward's activation gradients; frozen weights get none), over at most
+    steps x global_batch x data.cutoff_len tokens (records are shorter than the cut-off: an upper
+    bound). Parameters from the model's config.json when it is here, else PRETRAINED_PARAMETERS."""
+    n = PRETRAINED_PARAMETERS.get(cfg.model.pretrained)
+    try:
+        from transformers import AutoConfig, AutoModelForCausalLM
+        import torch
+        config = AutoConfig.from_pretrained(cfg.model.pretrained)
+        with torch.device("meta"):
+            n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
+    except (OSError, ValueError):
+        if n is None:
+            raise ValueError(f"{cfg.model.pretrained}: no config.json here to count its parameters") from None
+    per_token = (4 if cfg.model.lora.enabled else 6) * n
+    flops = cfg.train.steps * cfg.train.global_batch * cfg.data.sequence_tokens * per_token
+    mols_on_cpu = mols_statistics_bytes(cfg, n) if cfg.mols.stats_device == "cpu" else 0
+    return JobCost(int(n), flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS,
+                   BASE_MEM_PER_RANK_GIB * 2**30 + mols_on_cpu)
 
 
 def job_costs(jobs: list) -> list[JobCost]:

@@ -89,10 +89,15 @@ def relative(path: Path) -> str:
         return str(path)
 
 
-def learning_rates_for(model: str, variant: Variant, lrs: str | list[float]) -> list[float]:
-    """A cell's rates: a given list, the search grid ("grid") or the paper's ("paper")."""
+def learning_rates_for(model: str, variant: Variant, lrs: str | list[float] | dict) -> list[float]:
+    """A cell's rates: a given list, a mapping model -> rate (a grid's own, as Table 11's), the
+    search grid ("grid") or the paper's ("paper")."""
     if isinstance(lrs, list):
         return lrs
+    if isinstance(lrs, dict):
+        if model not in lrs:
+            raise ValueError(f"the grid's learning rates name no rate for {model}; pass --lrs explicitly")
+        return [float(lrs[model])]
     if lrs == "grid":
         return paper.search_grid()
     lr = paper.paper_lr(variant.key, model)
@@ -104,12 +109,14 @@ def learning_rates_for(model: str, variant: Variant, lrs: str | list[float]) -> 
 
 def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: str | list[float],
                seeds: list[int], out_dir: str, base: Path = BASE_CONFIG, extra_configs: list = (),
-               extra_overrides: list[str] = (), wandb_project: str | None = None) -> list[Job]:
+               extra_overrides: list[str] = (), wandb_project: str | None = None,
+               models_dir: Path = PAPER / "models") -> list[Job]:
     """One job per (model, variant, lr, seed); configs are composed from the overlays in
-    configs/paper/ (a size without a models/<size>.yaml, e.g. llama_tiny, is set by model.size)."""
+    configs/paper/ (a size without a models/<size>.yaml, e.g. llama_tiny, is set by model.size;
+    the fine-tuning tables' models are overlays of finetune/models/, `models_dir`)."""
     jobs = []
     for model in models:
-        model_config = PAPER / "models" / f"{model}.yaml"
+        model_config = Path(models_dir) / f"{model}.yaml"
         for variant in variants:
             if variant.models and model not in variant.models:
                 continue
@@ -153,6 +160,7 @@ def experiment_jobs(experiment: str, *, out_dir: str = "runs/paper", models: lis
     return build_jobs(name=options.pop("name", grid.name), models=models or grid.models,
                       variants=variants or runnable_variants(grid.rows), lrs=lrs or grid.lrs,
                       seeds=grid.seeds if seeds is None else seeds, out_dir=out_dir,
+                      base=options.pop("base", grid.base), models_dir=options.pop("models_dir", grid.models_dir),
                       extra_configs=[*grid.configs, *options.pop("extra_configs", [])], **options)
 
 

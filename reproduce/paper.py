@@ -67,8 +67,10 @@ def runnable() -> dict[str, dict]:
 @dataclass(frozen=True)
 class Preset:
     """How an experiment's grid runs: its models and rows (its own, or `rows_of`'s), seeds,
-    learning rates ("paper", "grid" or a list), 8-GPU nodes per job, the sweep's name and the
-    overlays added to every job."""
+    learning rates ("paper", "grid", a list, or a mapping model -> rate), 8-GPU nodes per job, the
+    sweep's name and the overlays added to every job; the first config of every job (`base`,
+    default base.yaml) and the folder of the model overlays (`models_dir`, default models/): the
+    fine-tuning tables use finetune/base.yaml and finetune/models/."""
     key: str
     name: str
     models: list
@@ -77,6 +79,8 @@ class Preset:
     lrs: object
     nodes: int
     configs: list
+    base: Path = BASE_CONFIG
+    models_dir: Path = PAPER / "models"
 
 
 def preset(name: str) -> Preset:
@@ -89,7 +93,9 @@ def preset(name: str) -> Preset:
     return Preset(key=key, name=grid.get("name") or (f"table{key}" if key.isdigit() else key),
                   models=list(source["models"]), rows=list(source["rows"]), seeds=list(grid.get("seeds", [0])),
                   lrs=grid.get("lrs", "paper"), nodes=int(grid.get("nodes", 1)),
-                  configs=[PAPER / f"{c}.yaml" for c in grid.get("configs", [])])
+                  configs=[PAPER / f"{c}.yaml" for c in grid.get("configs", [])],
+                  base=PAPER / f"{grid['base']}.yaml" if grid.get("base") else BASE_CONFIG,
+                  models_dir=PAPER / grid.get("models_dir", "models"))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -119,9 +125,12 @@ def row_key(row: dict) -> str:
     return row["method"] + ("+mols" if row["mols"] else "")
 
 
-def row_learning_rate(row: dict, model: str):
-    """The paper's rate(s) of a table row at a model size: the row's own `lrs` (a list), else
+def row_learning_rate(row: dict, model: str, grid_lrs=None):
+    """The paper's rate(s) of a table row at a model size: the row's own `lrs` (a list), else the
+    grid's rate for the model (a mapping, as the fine-tuning tables give Table 11's), else
     learning_rates.yaml's (a float), else None."""
     if row.get("lrs"):
         return list(row["lrs"])
+    if isinstance(grid_lrs, dict):
+        return grid_lrs.get(model)
     return paper_lr(row_key(row), model)

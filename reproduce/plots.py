@@ -22,7 +22,7 @@ from typing import Optional
 import yaml
 
 from reproduce import paper
-from reproduce.runs import GroupKey, Run, pick_group
+from reproduce.runs import GroupKey, Run, model_key, pick_group
 from reproduce.tables import build_table, experiment_configs, row_expectations
 from training.records import read_metrics
 
@@ -75,7 +75,8 @@ def plot_curves(groups: dict[GroupKey, list[Run]], out: Path, table: Optional[st
     for ax, model in zip(axes[0], models):
         if table:
             lines = []
-            expectations = row_expectations(spec, model, configs)
+            grid = paper.preset(table) if "grid" in paper.experiment(table) else None
+            expectations = row_expectations(spec, model, configs, grid)
             for row, expect in zip(spec["rows"], expectations):
                 if not row.get("method") or (row.get("models") and model not in row["models"]):
                     continue
@@ -179,7 +180,7 @@ def alpha_table(runs: list[Path], snr: bool = False) -> str:
         if not path.exists():
             raise PlotError(f"{run}: no mols.json (not a MoLS run, or not calibrated yet)")
         calibration = json.loads(path.read_text())["calibrations"][0]
-        size = yaml.safe_load((run / "config.yaml").read_text())["model"]["size"]
+        size = model_key(yaml.safe_load((run / "config.yaml").read_text()))  # a fine-tuning run: its model
         columns.append((size, calibration["module_snr" if snr else "alphas"], calibration["reference"]))
     if len({size for size, _, _ in columns}) < len(columns):  # same size twice: name the runs
         columns = [(run.name, values, ref) for run, (_, values, ref) in zip(runs, columns)]

@@ -77,6 +77,7 @@ class Run:
     final_loss: Optional[float] = None    # final validation loss (summary.json)
     settings: dict = field(default_factory=dict)  # see settings_of
     calibration: Optional[dict] = None    # the first mols_calibration record
+    accuracy: dict = field(default_factory=dict)  # fine-tuning: column -> accuracy % (see read_accuracy)
 
     @property
     def setting_key(self) -> tuple:
@@ -96,6 +97,45 @@ class Run:
         return self.val_ppl[max(self.val_ppl)] if self.val_ppl else None
 
 
+def finetune_models() -> dict[str, str]:
+    """Pretrained model name -> the key of its overlay in configs/paper/finetune/models/."""
+    models = {}
+    for overlay in sorted((PAPER / "finetune" / "models").glob("*.yaml")):
+        pretrained = ((yaml.safe_load(overlay.read_text()) or {}).get("model") or {}).get("pretrained")
+        if pretrained:
+            models[pretrained] = overlay.stem
+    return models
+
+
+def model_key(config: dict) -> str:
+    """A run's model as the tables name it: model.size, or a fine-tuning run's model overlay key
+    (its model.pretrained itself when no overlay names it)."""
+    model = config.get("model") or {}
+    if model.get("pretrained"):
+        return finetune_models().get(model["pretrained"], model["pretrained"])
+    return model.get("size", "?")
+
+
+def read_accuracy(run_dir: Path) -> dict[str, float]:
+    """The accuracies scripts/evaluate.py wrote for the run's latest evaluated step:
+    eval_commonsense_step_N.json (each task's generation accuracy, and "Avg." over the tasks) and
+    eval_mmlu_step_N.json (the four categories and "Average")."""
+    scores: dict[str, float] = {}
+    for task in ("commonsense", "mmlu"):
+        files = sorted(run_dir.glob(f"eval_{task}_step_*.json"))
+        if not files:
+            continue
+        result = json.loads(files[-1].read_text())
+        if task == "mmlu":
+            scores.update(result.get("categories") or {})
+        else:
+            scores.update({name: t["generation"] for name, t in (result.get("tasks") or {}).items()
+                           if "generation" in t})
+            if "average_generation" in result:
+                scores["Avg."] = result["average_generation"]
+    return scores
+
+
 def read_run(run_dir: Path, methods: dict[str, dict]) -> Run:
     config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
     summary_path = run_dir / "summary.json"
@@ -106,12 +146,12 @@ def read_run(run_dir: Path, methods: dict[str, dict]) -> Run:
     val = {r["step"]: float(r.get("ppl", r.get("val_ppl"))) for r in records
            if r["kind"] == "val" and r.get("ppl", r.get("val_ppl")) is not None}
     calibration = next((r for r in records if r["kind"] == "mols_calibration"), None)
-    return Run(path=run_dir, model=config.get("model", {}).get("size", "?"),
+    return Run(path=run_dir, model=model_key(config),
                method=method_label(optimizer, methods),
                mols=bool(config.get("mols", {}).get("enabled", False)), lr=float(optimizer.get("lr", math.nan)),
                seed=int(config.get("run", {}).get("seed", 0)), final_ppl=summary.get("final_val_ppl"), val_ppl=val,
                state_bytes=summary.get("optimizer_state_bytes"), final_loss=summary.get("final_val_loss"),
-               settings=settings_of(config), calibration=calibration)
+               settings=settings_of(config), calibration=calibration, accuracy=read_accuracy(run_dir))
 
 
 def find_runs(roots: list[Path]) -> list[Run]:

@@ -58,7 +58,7 @@ class TableLayout:
     notes: list[str]
 
 
-def row_expectations(spec: dict, model: str, configs: list = ()) -> list[Optional[dict]]:
+def row_expectations(spec: dict, model: str, configs: list = (), grid=None) -> list[Optional[dict]]:
     """For each row of a table: the settings its runs must have at `model`, i.e. the row's config
     composed as `run` composes it (with the experiment's overlays, `configs`), in the keys where
     the table's rows differ (None for a row that cannot be composed, e.g. SGG's, which has no
@@ -71,8 +71,9 @@ def row_expectations(spec: dict, model: str, configs: list = ()) -> list[Optiona
             enabled.append(False)
             continue
         try:
+            where = {"base": grid.base, "models_dir": grid.models_dir} if grid is not None else {}
             (job,) = build_jobs(name="results", models=[model], variants=[Variant.from_row(row)],
-                                lrs=[1.0], seeds=[0], out_dir="runs", extra_configs=list(configs))
+                                lrs=[1.0], seeds=[0], out_dir="runs", extra_configs=list(configs), **where)
             cfg = load_job_config(job)
             composed.append(settings_of(cfg.to_dict()))
             enabled.append(cfg.mols.enabled)
@@ -99,13 +100,15 @@ def build_table(number: str, groups: dict[GroupKey, list[Run]], lr_choice: str =
     notes: list[str] = []
     metric = spec["metric"]
     configs = experiment_configs(number)
-    expectations = {model: row_expectations(spec, model, configs) for model in spec["models"]}
+    grid = paper.preset(number) if "grid" in paper.experiment(number) else None
+    grid_lrs = grid.lrs if grid is not None else None
+    expectations = {model: row_expectations(spec, model, configs, grid) for model in spec["models"]}
 
     def chosen(index: int, row: dict, model: str) -> Optional[list[Run]]:
         if not row.get("method") or (row.get("models") and model not in row["models"]):
             return None
         picked = pick_group(groups, model, row["method"], row["mols"], lr_choice,
-                            paper.row_learning_rate(row, model),
+                            paper.row_learning_rate(row, model, grid_lrs),
                             finished_only=metric in ("final", "final_loss", "curves", "snr"),
                             expect=expectations[model][index])
         if picked is None:
@@ -126,6 +129,21 @@ def build_table(number: str, groups: dict[GroupKey, list[Run]], lr_choice: str =
         classes = sorted(alphas, key=lambda c: (order.index(c) if c in order else 99, c))
         rows = [(cls, [Cell(stat(alphas[cls].get(m, [])), None, 3) for m in spec["models"]]) for cls in classes]
         return TableLayout(spec["title"], [labels.get(m, m) for m in spec["models"]], [(None, rows)], notes)
+
+    if metric == "accuracy":  # fine-tuning: one block per model, one column per task or category
+        blocks = []
+        for model in spec["models"]:
+            rows = []
+            for index, row in enumerate(spec["rows"]):
+                if row.get("models") and model not in row["models"]:
+                    continue
+                runs = chosen(index, row, model) or []
+                paper_values = (row.get("acc") or {}).get(model) or [None] * len(spec["columns"])
+                cells = [Cell(stat([r.accuracy.get(column) for r in runs]), value)
+                         for column, value in zip(spec["columns"], paper_values)]
+                rows.append((row["label"], cells))
+            blocks.append((labels.get(model, model) if len(spec["models"]) > 1 else None, rows))
+        return TableLayout(spec["title"], spec["column_labels"], blocks, notes)
 
     if metric != "steps":  # final PPL (final, curves, snr) or final loss, per model
         loss = metric == "final_loss"

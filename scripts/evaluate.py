@@ -1,21 +1,45 @@
 #!/usr/bin/env python3
-"""Evaluate a run's checkpoint on its validation set, exactly as training evaluates, and nothing else.
+"""Evaluate a run's checkpoint: its validation loss exactly as training computes it, or (fine-tuning
+runs above all) accuracy on multiple-choice tasks.
 
     scripts/evaluate.py runs/quickstart                       # the latest checkpoint
     scripts/evaluate.py runs/quickstart --checkpoint runs/quickstart/checkpoints/step_0000100.pt
+    scripts/evaluate.py runs/ft --task choices --data shipped-synthetic          # a local multiple-choice set
+    scripts/evaluate.py runs/ft --task mmlu --data cais/mmlu                     # 5-shot, four categories
+    scripts/evaluate.py runs/ft --task commonsense --data LLM-Adapters/dataset   # the eight tasks
 
-Rebuilds the model from the checkpoint and the config saved in it, builds the fixed validation set
-of that config (data.*, batch train.eval_batch or train.micro_batch, the vocabulary of the
-checkpoint's embedding) and computes the token-weighted mean loss as train.py does, at the run's
-precision (train.precision; auto is fp32 on CPU, bf16-mixed on CUDA) and train.threads. The result
-goes to RUN_DIR/eval_step_<step>.json (written atomically); nothing else in the run directory
-changes. On the device and precision the run used, the loss of its final checkpoint is
-summary.json's final_val_loss, bit for bit (a run evaluated over several ranks sums in another
-order: equal to about 1e-12). Bad input exits with code 2.
+--task val (the default) rebuilds the model from the checkpoint and the config saved in it, builds
+the fixed validation set of that config (data.*, batch train.eval_batch or train.micro_batch, the
+vocabulary of the checkpoint's embedding; for a fine-tuning run its validation records) and computes
+the token-weighted mean loss as train.py does, at the run's precision (train.precision; auto is fp32
+on CPU, bf16-mixed on CUDA) and train.threads. The result goes to RUN_DIR/eval_step_<step>.json
+(written atomically); nothing else in the run directory changes. On the device and precision the
+run used, the loss of its final checkpoint is summary.json's final_val_loss, bit for bit (a run
+evaluated over several ranks sums in another order: equal to about 1e-12).
+
+The multiple-choice tasks score the trained model in fp32 (a fine-tuning run's LoRA adapters merged
+into the base weights, as scripts/export_hf.py exports it), with training/multiple_choice.py:
+
+- choices: a local .jsonl/.json of commonsense-style records (instruction, answer, options, and
+  choices/label for log-likelihood), or shipped-synthetic (the shipped set's 80 test records);
+- commonsense: LLM-Adapters' eight test sets, DIR/<task>/test.json for boolq, piqa, social_i_qa,
+  hellaswag, winogrande, ARC-Challenge, ARC-Easy, openbookqa (those present), as Table 4 scores
+  them;
+- mmlu: 5-shot (--shots), accuracy per category (STEM, Social Sciences, Humanities, Other) and
+  their average over questions, as Table 5; --data a hub dataset with MMLU's columns (cais/mmlu,
+  its "all" config: test and dev splits; needs the network or the datasets cache) or a local
+  directory holding test.jsonl and dev.jsonl of {subject, question, choices, answer}.
+
+--method generation (the default for choices and commonsense) generates after the training prompt
+and extracts the first option name (LLM-Adapters' way; --num-beams 4 is its script's decoding);
+loglik scores each option's answer line by log-likelihood; both runs the two. MMLU is always
+log-likelihood of the answer letters. The result goes to RUN_DIR/eval_<task>_step_<step>.json.
+Bad input exits with code 2.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
@@ -31,6 +55,8 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
 from configs import UserError, write_json_atomic
 from training.inference import embedding_rows, load_checkpoint, model_weights
 
+TASKS = ("val", "choices", "commonsense", "mmlu")
+
 
 def typed_config(tree: dict):
     """The checkpoint's config as the typed Config training used (ConfigError when it no longer fits)."""
@@ -38,32 +64,43 @@ def typed_config(tree: dict):
     return validate(tree)
 
 
-def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str = "auto") -> tuple[Path, dict]:
-    """Evaluate; (the result file written, its contents)."""
-    from data import build_val_batches, get_tokenizer
-    from training.evaluation import evaluate
-    from training.precision import prepare_model
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise UserError(f"{run_dir}: no such run directory")
-    ckpt, state = load_checkpoint(checkpoint_path or run_dir)
-    cfg = typed_config(state["config"])
-    weights = model_weights(state)
-    vocab = embedding_rows(cfg.model.size, weights, cfg.model.overrides)
-
+def _device(device: str) -> torch.device:
     try:
         dev = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device)
     except RuntimeError:
         raise UserError(f"--device: expected auto, cpu or cuda[:N], got {device!r}") from None
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device: no CUDA device is available here")
+    return dev
+
+
+def _checkpoint(run_dir: Path, checkpoint_path: Path | None):
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: no such run directory")
+    ckpt, state = load_checkpoint(checkpoint_path or run_dir)
+    return run_dir, ckpt, state, typed_config(state["config"])
+
+
+def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str = "auto") -> tuple[Path, dict]:
+    """Evaluate the validation loss; (the result file written, its contents)."""
+    from data import get_tokenizer
+    from data.instructions import data_pipeline, tokenizer_spec
+    from training.evaluation import evaluate
+    from training.precision import prepare_model
+
+    run_dir, ckpt, state, cfg = _checkpoint(run_dir, checkpoint_path)
+    weights = model_weights(state)
+    tokenizer = get_tokenizer(tokenizer_spec(cfg))
+    vocab = (cfg.model.vocabulary(len(tokenizer)) if cfg.model.pretrained
+             else embedding_rows(cfg.model.size, weights, cfg.model.overrides))
+    dev = _device(device)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     model, precision, autocast = prepare_model(cfg, vocab, dev)  # as train.py prepares it
     model.load_state_dict(weights)
 
-    tokenizer = get_tokenizer(cfg.data.tokenizer)
+    _, build_val_batches, _ = data_pipeline(cfg.data)
     batch_size = cfg.train.eval_batch or cfg.train.micro_batch
     val_batches = build_val_batches(cfg.data, tokenizer, rank=0, world_size=1, batch_size=batch_size,
                                     vocab_limit=vocab)
@@ -80,20 +117,187 @@ def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str
     return out, result
 
 
+# ------------------------------------------------------------------------------------------------
+# Multiple choice
+# ------------------------------------------------------------------------------------------------
+
+def trained_model(cfg, state: dict):
+    """(the run's model for inference, fp32 in eval mode, its tokenizer); a fine-tuning run's LoRA
+    merged (models.pretrained.finetuned_model)."""
+    from data import get_tokenizer
+    from data.instructions import tokenizer_spec
+
+    weights = model_weights(state)
+    tokenizer = get_tokenizer(tokenizer_spec(cfg))
+    if cfg.model.pretrained:
+        from models.pretrained import finetuned_model
+        return finetuned_model(cfg.model, weights, seed=cfg.run.seed), tokenizer
+    from training.inference import build_inference_model
+    return build_inference_model(state["config"], weights, tokenizer), tokenizer
+
+
+def choice_records(data: str) -> list[dict]:
+    from data.config import SHIPPED_SYNTHETIC
+    from data.instructions import load_records, shipped_synthetic
+
+    records = shipped_synthetic("test") if data == SHIPPED_SYNTHETIC else load_records(data)
+    for i, record in enumerate(records):
+        if "answer" not in record or "options" not in record:
+            raise UserError(f"{data}: record {i} has no 'answer' and 'options' (a commonsense-style multiple-choice "
+                            f"record, as data.instructions.commonsense_record writes)")
+    return records
+
+
+def score_records(model, tokenizer, records: list[dict], method: str, *, options=None, chat=None,
+                  max_new_tokens: int = 32, num_beams: int = 1) -> dict:
+    """{"generation": accuracy %, "loglik": accuracy %, "n"} of commonsense-style records."""
+    from training.multiple_choice import evaluate_generation, evaluate_log_likelihood, items_from_records
+
+    out: dict = {"n": len(records)}
+    if method in ("generation", "both"):
+        result = evaluate_generation(model, tokenizer, records, options, max_new_tokens=max_new_tokens,
+                                     num_beams=num_beams, use_chat_template=chat)
+        out["generation"] = 100.0 * result.acc
+        out["answered"] = sum(bool(a) for a in result.answers)  # generations that named an option
+    if method in ("loglik", "both"):
+        scorable = [r for r in records if "choices" in r and "label" in r]
+        if len(scorable) < len(records):
+            raise UserError("--method loglik needs 'choices' and 'label' in every record (LLM-Adapters' test sets "
+                            "have neither: score them by generation)")
+        with torch.no_grad():
+            out["loglik"] = 100.0 * evaluate_log_likelihood(model, tokenizer,
+                                                            items_from_records(records, tokenizer, chat)).acc
+    return out
+
+
+def commonsense_sets(directory: str, limit: int | None) -> dict[str, list[dict]]:
+    """LLM-Adapters' test sets present under `directory` (<task>/test.json), in Table 4's order."""
+    from data.instructions import load_records
+
+    order = ["winogrande", "piqa", "social_i_qa", "openbookqa", "hellaswag", "boolq", "ARC-Easy", "ARC-Challenge"]
+    sets = {task: load_records(Path(directory) / task / "test.json")[:limit]
+            for task in order if (Path(directory) / task / "test.json").is_file()}
+    if not sets:
+        raise UserError(f"{directory}: none of {', '.join(order)} has a test.json (LLM-Adapters' dataset/ folder)")
+    return sets
+
+
+def mmlu_data(source: str) -> tuple[dict, dict]:
+    """({subject: test questions}, {subject: dev questions}) from a local directory (test.jsonl,
+    dev.jsonl) or a hub dataset with MMLU's columns (its "all" config)."""
+    rows = {}
+    if Path(source).is_dir():
+        for split in ("test", "dev"):
+            path = Path(source) / f"{split}.jsonl"
+            if not path.is_file():
+                raise UserError(f"{source}: no {split}.jsonl (rows of subject, question, choices, answer)")
+            rows[split] = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    else:
+        import datasets
+        try:
+            loaded = datasets.load_dataset(source, "all")
+        except Exception as err:  # offline without a cache, a wrong name
+            raise UserError(f"--data {source}: cannot load the MMLU dataset ({str(err).splitlines()[0]})") from None
+        rows = {split: list(loaded[split]) for split in ("test", "dev")}
+    grouped = []
+    for split in ("test", "dev"):
+        by_subject: dict[str, list] = {}
+        for row in rows[split]:
+            by_subject.setdefault(row["subject"], []).append(row)
+        grouped.append(by_subject)
+    return grouped[0], grouped[1]
+
+
+def evaluate_choices(run_dir: Path, task: str, data: str, *, checkpoint_path: Path | None = None,
+                     device: str = "auto", method: str = "generation", shots: int = 5, limit: int | None = None,
+                     max_new_tokens: int = 32, num_beams: int = 1) -> tuple[Path, dict]:
+    """Score a run on a multiple-choice task; (the result file written, its contents)."""
+    from training.multiple_choice import evaluate_mmlu
+
+    run_dir, ckpt, state, cfg = _checkpoint(run_dir, checkpoint_path)
+    dev = _device(device)
+    model, tokenizer = trained_model(cfg, state)
+    model.to(dev)
+    chat = cfg.data.chat_template if cfg.data.instructions else None
+    generate = dict(options=None, chat=chat, max_new_tokens=max_new_tokens, num_beams=num_beams)
+    start = time.time()
+    result: dict = {"task": task, "data": data, "step": int(state.get("step", 0)),
+                    "checkpoint": str(Path(ckpt).resolve())}
+    if task == "choices":
+        result.update(score_records(model, tokenizer, choice_records(data)[:limit], method, **generate))
+    elif task == "commonsense":
+        from data.instructions import COMMONSENSE_OPTIONS
+
+        tasks = {}
+        for name, records in commonsense_sets(data, limit).items():
+            tasks[name] = score_records(model, tokenizer, records, method,
+                                        **{**generate, "options": COMMONSENSE_OPTIONS[name]})
+        result["tasks"] = tasks
+        for key in ("generation", "loglik"):
+            values = [t[key] for t in tasks.values() if key in t]
+            if values:
+                result[f"average_{key}"] = sum(values) / len(values)  # over tasks, as Table 4's Avg.
+    else:
+        test, dev_questions = mmlu_data(data)
+        if limit:
+            test = {subject: questions[:limit] for subject, questions in test.items()}
+        with torch.no_grad():
+            result.update(evaluate_mmlu(model, tokenizer, test, dev_questions, shots=shots))
+        result["shots"] = shots
+    result.update({"device": str(dev), "seconds": round(time.time() - start, 3),
+                   "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    out = run_dir / f"eval_{task}_step_{result['step']:07d}.json"
+    write_json_atomic(out, result)
+    return out, result
+
+
+def summary_line(result: dict) -> str:
+    if result["task"] == "mmlu":
+        return "MMLU " + ", ".join(f"{k} {v:.2f}" for k, v in result["categories"].items())
+    if result["task"] == "commonsense":
+        parts = [f"{name} " + "/".join(f"{t[k]:.2f}" for k in ("generation", "loglik") if k in t)
+                 for name, t in result["tasks"].items()]
+        averages = ", ".join(f"average ({k.removeprefix('average_')}) {v:.2f}" for k, v in result.items()
+                             if k.startswith("average_"))
+        return "commonsense " + ", ".join(parts) + "; " + averages
+    scores = ", ".join(f"{k} {result[k]:.2f}%" for k in ("generation", "loglik") if k in result)
+    return f"{result['n']} items: accuracy {scores}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, help="the run directory (the result file is written here)")
     parser.add_argument("--checkpoint", type=Path, help="a checkpoint file (default: the run's latest)")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    parser.add_argument("--task", choices=TASKS, default="val", help="what to evaluate (default: %(default)s)")
+    parser.add_argument("--data", help="choices: a .jsonl/.json or shipped-synthetic; commonsense: LLM-Adapters' "
+                        "dataset/ folder; mmlu: cais/mmlu or a folder with test.jsonl and dev.jsonl")
+    parser.add_argument("--method", choices=["generation", "loglik", "both"], default="generation",
+                        help="choices, commonsense: generation + answer extraction, log-likelihood, or both")
+    parser.add_argument("--shots", type=int, default=5, help="mmlu: dev examples before each question")
+    parser.add_argument("--limit", type=int, help="at most this many questions per set (per subject for mmlu)")
+    parser.add_argument("--max-new-tokens", type=int, default=32, help="generation: tokens to generate")
+    parser.add_argument("--num-beams", type=int, default=1, help="generation: 1 greedy; LLM-Adapters uses 4")
     args = parser.parse_args(argv)
+    if args.task != "val" and not args.data:
+        parser.error(f"--task {args.task} needs --data")
     try:
-        out, result = evaluate_run(args.run_dir, args.checkpoint, args.device)
+        if args.task == "val":
+            out, result = evaluate_run(args.run_dir, args.checkpoint, args.device)
+        else:
+            out, result = evaluate_choices(args.run_dir, args.task, args.data, checkpoint_path=args.checkpoint,
+                                           device=args.device, method=args.method, shots=args.shots,
+                                           limit=args.limit, max_new_tokens=args.max_new_tokens,
+                                           num_beams=args.num_beams)
     except UserError as err:
         print(err.report(), file=sys.stderr)
         return err.exit_code
-    print(f"step {result['step']}: validation loss {result['val_loss']:.6f}  ppl {result['val_ppl']:.4g}  "
-          f"over {result['val_tokens']:,} tokens ({result['precision']} on {result['device']}, "
-          f"{result['seconds']:.1f} s); wrote {out}")
+    if args.task == "val":
+        print(f"step {result['step']}: validation loss {result['val_loss']:.6f}  ppl {result['val_ppl']:.4g}  "
+              f"over {result['val_tokens']:,} tokens ({result['precision']} on {result['device']}, "
+              f"{result['seconds']:.1f} s); wrote {out}")
+    else:
+        print(f"step {result['step']}: {summary_line(result)} ({result['seconds']:.1f} s); wrote {out}")
     return 0
 
 

@@ -15,6 +15,12 @@ bos/eos/pad ids taken from the tokenizer the run trained with) and that tokenize
 was trained on). The model is the training model exactly: same transformers class and config,
 same weights in fp32, so its logits are the training model's.
 
+A fine-tuning run (model.pretrained) exports the pretrained model's class and config with the
+trained weights; LoRA adapters are merged into the base weights (peft's merge_and_unload), so the
+directory is a plain checkpoint that loads with `from_pretrained` without peft. Its tokenizer is
+the one the run used (the pretrained model's own unless data.tokenizer named another), with
+model_max_length the run's data.cutoff_len when it trained on instruction records.
+
 Bad input (a missing path, a file that is not a checkpoint, an empty run directory) exits with
 code 2 and a one-line message.
 """
@@ -36,6 +42,22 @@ from training.inference import (build_inference_model, get_run_tokenizer, load_c
                                 special_token_ids)
 
 
+def finetuned_export_model(config: dict, weights: dict):
+    """(the merged model, its tokenizer, the longest sequence it trained on) of a fine-tuning run."""
+    from data import get_tokenizer
+    from data.instructions import tokenizer_spec
+    from models.pretrained import finetuned_model
+    from training.config import validate
+
+    cfg = validate(config)
+    model = finetuned_model(cfg.model, weights, seed=cfg.run.seed)
+    tokenizer = get_tokenizer(tokenizer_spec(cfg))
+    for key, value in special_token_ids(tokenizer).items():
+        if getattr(model.config, key, None) is None:  # the pretrained config's own ids win
+            setattr(model.config, key, value)
+    return model, tokenizer, cfg.data.sequence_tokens
+
+
 def export(source: Path, out: Path) -> dict:
     """Write the Hugging Face directory `out` from a run directory or checkpoint; what was written."""
     ckpt, state = load_checkpoint(source)
@@ -43,9 +65,14 @@ def export(source: Path, out: Path) -> dict:
     out = Path(out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(f"{out}: already exists and is not an empty directory")
-    tokenizer = get_run_tokenizer(config)
     weights = model_weights(state)
-    model = build_inference_model(config, weights, tokenizer)
+    finetuned = bool((config.get("model") or {}).get("pretrained"))
+    if finetuned:
+        model, tokenizer, seq_len = finetuned_export_model(config, weights)
+    else:
+        tokenizer = get_run_tokenizer(config)
+        model = build_inference_model(config, weights, tokenizer)
+        seq_len = (config.get("data") or {}).get("seq_len")
     vocab = model.get_input_embeddings().weight.shape[0]
     notes = []
     if len(tokenizer) > vocab:
@@ -55,18 +82,22 @@ def export(source: Path, out: Path) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.save_pretrained(out, safe_serialization=True)
-    seq_len = (config.get("data") or {}).get("seq_len")
     if isinstance(seq_len, int):
         tokenizer.model_max_length = seq_len
     tokenizer.save_pretrained(out)
     for written in out.iterdir():  # safetensors are written 0600; the directory is meant to be shared
         written.chmod(0o644)
     (out / "mols_export.json").write_text(json.dumps({
-        "source_checkpoint": str(ckpt.resolve()), "step": state.get("step"), "model_size": config["model"]["size"],
-        "tokenizer": config["data"]["tokenizer"], "seq_len": seq_len, "vocab_size": int(vocab),
-        **special_token_ids(tokenizer)}, indent=2) + "\n")
+        "source_checkpoint": str(ckpt.resolve()), "step": state.get("step"),
+        "model_size": None if finetuned else config["model"]["size"],
+        "tokenizer": getattr(tokenizer, "name_or_path", None) or config["data"]["tokenizer"], "seq_len": seq_len,
+        "vocab_size": int(vocab), **special_token_ids(tokenizer),
+        **({"pretrained": config["model"]["pretrained"], "lora": config["model"].get("lora"),
+            "lora_merged": bool((config["model"].get("lora") or {}).get("rank"))} if finetuned else {})},
+        indent=2) + "\n")
+    size = config["model"]["pretrained"] if finetuned else config["model"]["size"]
     return {"checkpoint": ckpt, "step": state.get("step"), "out": out, "vocab": int(vocab),
-            "size": config["model"]["size"], "special": special_token_ids(tokenizer), "notes": notes}
+            "size": size, "special": special_token_ids(tokenizer), "notes": notes}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -24,9 +24,9 @@ def test_every_experiment_says_what_it_is_and_how_it_is_read():
     entries = paper.experiments()
     papers = [entry["paper"] for entry in entries.values()]
     # every table and figure of the paper, in its order
-    for number in [1, 2, 3, 6, 7, 10, 12, 13, 14]:
+    for number in [1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 14]:
         assert f"Table {number}" in papers, number
-    assert "Tables 4, 5, 11" in papers and "Tables 8, 9" in papers
+    assert "Tables 8, 9" in papers
     assert [p for p in papers if p.startswith("Figure")] == [f"Figure {n}" for n in range(1, 9)]
     for key, entry in entries.items():
         assert entry["what"] and entry["read"], key
@@ -41,6 +41,9 @@ def test_presets_are_the_former_sweep_presets():
     """The grids of the retired TABLE_PRESETS (scripts/sweep.py), now data."""
     expected = {"1": ([0, 1, 2], "paper", 1, "table1", []), "3": ([0], "paper", 2, "table3", []),
                 "6": ([0], "paper", 1, "table6", []), "lr_search": ([0], "grid", 1, "lr_search", []),
+                "4": ([0], {"llama3.2_1b": 2.0e-5}, 1, "table4", ["finetune/commonsense.yaml"]),
+                "5": ([0], {"gemma3_1b": 2.0e-4, "llama3.2_3b": 2.5e-5, "qwen2.5_7b": 1.0e-5}, 1, "table5",
+                      ["finetune/mmlu.yaml"]),
                 "lr_search_3": ([0], "grid", 2, "lr_search_table3", []),
                 "lr_search_6": ([0], "grid", 1, "lr_search_table6", []),
                 "7": ([0], "paper", 1, "table7", []), "12": ([0], "paper", 1, "table12", []),

@@ -143,6 +143,12 @@ class Config:
             problems.append(f"mols.track_every: {self.mols.track_every} does nothing while mols.enabled is false; "
                             "to track module SNRs without scaling set mols.enabled: true with "
                             "mols.fixed_multipliers: {} (as configs/paper/experiments/track_snr.yaml does)")
+        if self.model.pretrained and self.train.parallel == "fsdp":
+            problems.append("train.parallel: fsdp builds its model from model.size on the meta device; fine-tuning a "
+                            "pretrained model (model.pretrained) runs under ddp for now")
+        if self.model.lora.enabled and self.mols.enabled and is_int(steps) and self.mols_estimate_step == 0:
+            problems.append("mols.estimate_at: 0 measures LoRA's lora_A gradients while lora_B is still zero (they "
+                            "are all zero); estimate after at least one update (the default: 1% of train.steps)")
         if self.train.parallel == "fsdp":
             from training.fsdp import method_problem
             problem = method_problem(self.optimizer.name)

@@ -34,15 +34,21 @@ def prepare_model(cfg, vocab_size: int, device: torch.device):
     never holds a copy on the host: on a CPU the weights are today's for a given seed; on a GPU
     they come from the GPU's generator (the same on every rank). With `model.init: by_name` they
     are models/init.py's, the same on every device. Under `train.parallel: fsdp` the model is
-    built sharded (training/fsdp.py), and bf16-mixed is FSDP's policy rather than autocast."""
+    built sharded (training/fsdp.py), and bf16-mixed is FSDP's policy rather than autocast.
+    Fine-tuning (model.pretrained): the pretrained weights, loaded in fp32 and moved to the
+    device, with LoRA adapters from run.seed when model.lora.rank > 0 (models/pretrained.py)."""
     precision = resolve_precision(cfg.train.precision, device)
     if cfg.train.parallel == "fsdp":
         from training.fsdp import build_sharded_model
         return build_sharded_model(cfg, vocab_size, device, precision), precision, contextlib.nullcontext
     torch.manual_seed(cfg.run.seed)
-    model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
-                        overrides=cfg.model.overrides, device=device)
-    if cfg.init == "by_name":
+    if cfg.model.pretrained:
+        from models.pretrained import build_finetuning_model
+        model = build_finetuning_model(cfg.model, seed=cfg.run.seed, device=device)
+    else:
+        model = build_model(cfg.model.size, vocab_size, attn_implementation=cfg.model.attn_implementation,
+                            overrides=cfg.model.overrides, device=device)
+    if cfg.init == "by_name" and not cfg.model.pretrained:
         initialize_by_name(model, cfg.run.seed)
     if precision == "bf16-pure":
         cast_parameters(model, torch.bfloat16)
@@ -51,3 +57,24 @@ def prepare_model(cfg, vocab_size: int, device: torch.device):
     autocast = ((lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if precision == "bf16-mixed"
                 else contextlib.nullcontext)
     return model, precision, autocast
+
+
+def check_model_memory(cfg, vocab_size: int, device: torch.device, precision: str) -> None:
+    """training/dry_run.py's check before a model is built, for the models built from a size; a
+    pretrained model's size is not known before it is loaded, so fine-tuning runs skip it."""
+    if cfg.model.pretrained:
+        return
+    from training.dry_run import check_memory
+    check_memory(cfg, vocab_size, device, precision)
+
+
+def model_description(cfg, model: torch.nn.Module) -> str:
+    """The run log's line(s) about the model: its parameters by module class, and for fine-tuning
+    what is loaded and what trains."""
+    from models import parameter_report
+
+    report = parameter_report(model)
+    if not cfg.model.pretrained:
+        return report
+    from models.pretrained import describe_finetuning
+    return describe_finetuning(model, cfg.model) + "\n" + report
