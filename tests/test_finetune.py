@@ -1,4 +1,4 @@
-"""Fine-tuning through the trainer (issue 21): a tiny pretrained LLaMA / Qwen2 saved with
+"""Fine-tuning through the trainer (issue 21): a tiny pretrained LLaMA / Qwen2 / Gemma3 saved with
 save_pretrained, fine-tuned by `train.main` on a tiny local instruction set (LoRA + MoLS, full),
 resumed bit-exactly after a kill, exported with LoRA merged, scored by scripts/evaluate.py; bad
 fine-tuning configs; the presets of Tables 4, 5 and 11 and their result tables. Offline: no hub
@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, Qwen2Config
+from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig, LlamaConfig, Qwen2Config
 
 import train
 from data.instructions import synthetic_records
@@ -26,7 +26,10 @@ def save_tiny(directory: Path, arch: str) -> Path:
     common = dict(vocab_size=2000, hidden_size=32, intermediate_size=64, num_attention_heads=4,
                   num_key_value_heads=2, num_hidden_layers=2, max_position_embeddings=512,
                   bos_token_id=1, eos_token_id=2, pad_token_id=3, tie_word_embeddings=True)
-    config = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
+    if arch == "gemma3":  # Gemma3's text model: q/k norms, pre/post feed-forward norms, its own head_dim
+        config = Gemma3TextConfig(head_dim=8, sliding_window=8, **common)
+    else:
+        config = LlamaConfig(**common) if arch == "llama" else Qwen2Config(**common)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(config, attn_implementation="sdpa")
     model.save_pretrained(directory)
@@ -42,7 +45,7 @@ def workspace(tmp_path_factory):
     for name, part in (("train.jsonl", records[:24]), ("val.jsonl", records[24:])):
         (root / name).write_text("".join(json.dumps(r) + "\n" for r in part))
     return {"root": root, "llama": save_tiny(root / "tiny_llama", "llama"),
-            "qwen2": save_tiny(root / "tiny_qwen2", "qwen2")}
+            "qwen2": save_tiny(root / "tiny_qwen2", "qwen2"), "gemma3": save_tiny(root / "tiny_gemma3", "gemma3")}
 
 
 def finetune(ws, out: Path, *overrides, arch="llama", name="run") -> int:
@@ -64,7 +67,7 @@ def latest(run_dir: Path) -> dict:
     return torch.load(sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)
 
 
-@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
 def test_lora_with_mols_steps_and_calibrates_on_the_adapters(workspace, tmp_path, arch, capsys):
     assert finetune(workspace, tmp_path, *LORA_MOLS, arch=arch) == 0
     run_dir = tmp_path / "run"
