@@ -114,11 +114,6 @@ class Calibration:
     alphas_corrected: dict[str, float] = field(default_factory=dict)
     biased: list[str] = field(default_factory=list)
 
-    def relative_half_width(self, cls: str) -> Optional[float]:
-        if cls not in self.alpha_high or not self.alphas.get(cls):
-            return None
-        return (self.alpha_high[cls] - self.alpha_low[cls]) / 2 / self.alphas[cls]
-
     def table(self) -> str:
         if self.reference == FIXED:
             lines = [f"MoLS at step {self.step}: hand-set multipliers (mols.fixed_multipliers), no SNR estimate",
@@ -159,14 +154,18 @@ class Calibration:
                 corrected = self.alphas_corrected.get(cls)
                 line += f"{corrected:>10.3f}" if corrected is not None and cls not in UNSCALED else f"{'':>10}"
             lines.append((line + (f"  {100 * zero:.1f}%" if zero else "")).rstrip())
-        for cls in self.uncertain:
-            lines.append(f"  ! {cls}: alpha {self.alphas[cls]:.3f} is uncertain by +-"
-                         f"{100 * self.relative_half_width(cls):.0f}% (more than mols.uncertainty_warn "
-                         f"{100 * self.uncertainty_warn:.0f}%); more samples (mols.samples) narrow it")
-        for cls in self.biased:
-            lines.append(f"  ! {cls}: alpha {self.alphas[cls]:.3f} becomes {self.alphas_corrected[cls]:.3f} without "
-                         f"the 1/K bias of snr: plain, beyond its interval; more samples (mols.samples) shrink the bias")
+        lines += [f"  ! {notice}" for notice in self.notices()]
         return "\n".join(lines)
+
+    def notices(self) -> list[str]:
+        """What the user should know about these alphas (printed in the table, and warned)."""
+        said = [f"{cls}: alpha {self.alphas[cls]:.3f} (95% interval [{self.alpha_low[cls]:.3f}, "
+                f"{self.alpha_high[cls]:.3f}]) is uncertain by more than {100 * self.uncertainty_warn:.0f}%: "
+                f"more samples (mols.samples) narrow it" for cls in self.uncertain]
+        said += [f"{cls}: alpha {self.alphas[cls]:.3f} becomes {self.alphas_corrected[cls]:.3f} without the 1/K bias "
+                 f"of snr: plain, further than its interval reaches: more samples (mols.samples) shrink the bias "
+                 f"(docs/calibration.md)" for cls in self.biased]
+        return said
 
 
 def segments_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[Segment]:
@@ -381,14 +380,8 @@ class MoLS:
             extra.update(self._bias(result, alphas, extra))
         calibration = Calibration(step, result.module_snr, alphas, ref, result.gradient_samples,
                                   result.sequences, result.seconds, result.zero_variance_fraction, **extra)
-        for cls in calibration.uncertain:
-            warnings.warn(f"MoLS: the alpha of {cls} ({alphas[cls]:.3f}, 95% interval "
-                          f"[{calibration.alpha_low[cls]:.3f}, {calibration.alpha_high[cls]:.3f}]) is uncertain "
-                          f"by more than {100 * self.uncertainty_warn:.0f}%: more samples (mols.samples) narrow it")
-        for cls in calibration.biased:
-            warnings.warn(f"MoLS: the alpha of {cls} ({alphas[cls]:.3f}) is {calibration.alphas_corrected[cls]:.3f} "
-                          f"with the 1/K bias of the plain SNR removed (snr: corrected), further than its interval "
-                          f"reaches: more samples (mols.samples) shrink the bias (docs/calibration.md)")
+        for notice in calibration.notices():
+            warnings.warn(f"MoLS: {notice}")
         self.calibrations.append(calibration)
         return calibration
 
