@@ -346,4 +346,7 @@ def train(cfg: Config) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker: see distributed.exit_worker
+        distributed.exit_worker(code)
+    sys.exit(code)
