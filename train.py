@@ -346,7 +346,4 @@ def train(cfg: Config) -> int:
 
 
 if __name__ == "__main__":
-    code = main()
-    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun worker: see distributed.exit_worker
-        distributed.exit_worker(code)
-    sys.exit(code)
+    distributed.exit_process(main())

@@ -81,15 +81,18 @@ def teardown() -> None:
         dist.destroy_process_group()
 
 
-def exit_worker(code: int) -> None:
-    """Ends a torchrun worker with `code` without the interpreter's shutdown.
+def exit_process(code: int) -> None:
+    """Ends the process with `code`; a torchrun worker skips the interpreter's shutdown.
 
     After an FSDP run, gloo's worker threads outlive destroy_process_group (something FSDP leaves
-    behind still references the group; after DDP they are joined) and one may still be freeing the
-    last collective's tensors, which needs the GIL; if the interpreter is finalizing by then, that thread is torn down inside a C++
-    destructor and the process aborts ("terminate called without an active exception", SIGABRT)
-    after a run that succeeded: 7 of 54 FSDP runs on a loaded 2-core machine (torch 2.13), in CI on
-    2.11 too; 0 of 20 with this exit. Everything the run writes is closed by now; output is flushed."""
+    behind still references the group; after DDP they are joined), and one may still be freeing
+    the last collective's tensors, which needs the GIL. If the interpreter is finalizing by then,
+    that thread is ended inside a C++ destructor and the process aborts after a run that succeeded
+    ("terminate called without an active exception", SIGABRT): 7 of 54 FSDP runs on a loaded
+    2-core machine (torch 2.13), in CI on 2.11 too; 0 of 20 with os._exit. Everything the run
+    writes is closed by now; output is flushed here."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ:
+        sys.exit(code)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
