@@ -172,12 +172,13 @@ def param_groups(model: torch.nn.Module, grouping: str = "modules") -> list[dict
     return list(groups.values())
 
 
-def count_by_class(model: torch.nn.Module, grouping: str = "modules") -> dict[str, int]:
-    """Parameter counts per class (tied tensors counted once, as named_parameters lists them)."""
+def count_by_class(model: torch.nn.Module, grouping: str = "modules", only_trainable: bool = False) -> dict[str, int]:
+    """Parameter counts per class (tied tensors counted once, as named_parameters lists them);
+    only_trainable: those that train (under LoRA the adapters, not the frozen weights)."""
     named = list(model.named_parameters())
     params = dict(named)
     counts: dict[str, int] = {}
-    for seg in classify(named, grouping, only_trainable=False):
+    for seg in classify(named, grouping, only_trainable=only_trainable):
         tensor = params[seg.name]
         n = tensor.numel() if seg.dim is None else tensor.numel() // tensor.shape[seg.dim] * (seg.stop - seg.start)
         counts[seg.module_class] = counts.get(seg.module_class, 0) + n

@@ -150,23 +150,35 @@ def choice_records(data: str) -> list[dict]:
 
 def score_records(model, tokenizer, records: list[dict], method: str, *, options=None, chat=None,
                   max_new_tokens: int = 32, num_beams: int = 1) -> dict:
-    """{"generation": accuracy %, "loglik": accuracy %, "n"} of commonsense-style records."""
+    """{"generation": accuracy %, "loglik": accuracy %, "n"} of commonsense-style records, and
+    "by_task" the same per record "task" where the records name one (the shipped synthetic set's
+    five families)."""
     from training.multiple_choice import evaluate_generation, evaluate_log_likelihood, items_from_records
 
     out: dict = {"n": len(records)}
+    correct: dict[str, list[bool]] = {}
     if method in ("generation", "both"):
         result = evaluate_generation(model, tokenizer, records, options, max_new_tokens=max_new_tokens,
                                      num_beams=num_beams, use_chat_template=chat)
         out["generation"] = 100.0 * result.acc
         out["answered"] = sum(bool(a) for a in result.answers)  # generations that named an option
+        correct["generation"] = result.correct
     if method in ("loglik", "both"):
         scorable = [r for r in records if "choices" in r and "label" in r]
         if len(scorable) < len(records):
             raise UserError("--method loglik needs 'choices' and 'label' in every record (LLM-Adapters' test sets "
                             "have neither: score them by generation)")
         with torch.no_grad():
-            out["loglik"] = 100.0 * evaluate_log_likelihood(model, tokenizer,
-                                                            items_from_records(records, tokenizer, chat)).acc
+            result = evaluate_log_likelihood(model, tokenizer, items_from_records(records, tokenizer, chat))
+        out["loglik"] = 100.0 * result.acc
+        correct["loglik"] = result.correct
+    tasks = sorted({r["task"] for r in records if "task" in r})
+    if tasks and all("task" in r for r in records):
+        out["by_task"] = {}
+        for task in tasks:
+            mine = [i for i, r in enumerate(records) if r["task"] == task]
+            out["by_task"][task] = {"n": len(mine), **{key: 100.0 * sum(flags[i] for i in mine) / len(mine)
+                                                       for key, flags in correct.items()}}
     return out
 
 
@@ -261,7 +273,11 @@ def summary_line(result: dict) -> str:
                              if k.startswith("average_"))
         return "commonsense " + ", ".join(parts) + "; " + averages
     scores = ", ".join(f"{k} {result[k]:.2f}%" for k in ("generation", "loglik") if k in result)
-    return f"{result['n']} items: accuracy {scores}"
+    line = f"{result['n']} items: accuracy {scores}"
+    if "by_task" in result:
+        line += "; by task: " + ", ".join(f"{task} " + "/".join(f"{t[k]:.0f}" for k in ("generation", "loglik") if k in t)
+                                          for task, t in result["by_task"].items())
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:

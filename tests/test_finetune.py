@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, Gemma3TextConfig, 
 
 import train
 from data.instructions import synthetic_records
+from multiprocess_launch import torchrun
 from reproduce import paper
 from reproduce.cli import main as reproduce
 from reproduce.jobs import experiment_jobs
@@ -49,6 +50,10 @@ def workspace(tmp_path_factory):
 
 
 def finetune(ws, out: Path, *overrides, arch="llama", name="run") -> int:
+    return train.main(finetune_args(ws, out, *overrides, arch=arch, name=name))
+
+
+def finetune_args(ws, out: Path, *overrides, arch="llama", name="run") -> list[str]:
     settings = [f"model.pretrained={ws[arch]}", "data.source=instructions", f"data.path={ws['root'] / 'train.jsonl'}",
                 f"data.val_path={ws['root'] / 'val.jsonl'}", "data.cutoff_len=192", "train.steps=6",
                 "train.global_batch=4", "train.micro_batch=2", "train.log_every=2", "train.eval_every=100",
@@ -57,7 +62,7 @@ def finetune(ws, out: Path, *overrides, arch="llama", name="run") -> int:
     args = []
     for item in settings:
         args += ["--set", item]
-    return train.main(args)
+    return args
 
 
 LORA_MOLS = ["model.lora.rank=4", "mols.enabled=true"]
@@ -118,6 +123,29 @@ def test_kill_and_resume_auto_is_bit_identical(workspace, tmp_path):
     assert sa["final_val_loss"] == sb["final_val_loss"]
 
 
+def test_two_process_ddp_lora_mols_equals_one_process_with_the_same_global_batch(workspace, tmp_path):
+    # one record per micro-batch, so both runs average the same per-record losses over the same
+    # 4 records of each update (rank r reads records r, r+2, ... of each epoch's order), and MoLS
+    # calibrates on the same 8 extra records, 4 on each rank
+    common = [*LORA_MOLS, "train.micro_batch=1", "mols.estimate_at=2", "train.warmup_steps=2"]
+    assert finetune(workspace, tmp_path, *common, name="single") == 0
+    result = torchrun(finetune_args(workspace, tmp_path, *common, name="ddp"), nproc=2)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 ranks x 1 micro-batch x 2 accumulation" in result.stdout + result.stderr
+    single, ddp = latest(tmp_path / "single"), latest(tmp_path / "ddp")
+    assert single["step"] == ddp["step"] == 6
+    adapters = [key for key in single["model"] if "lora_" in key]
+    assert adapters and set(single["model"]) == set(ddp["model"])
+    for key, tensor in single["model"].items():
+        torch.testing.assert_close(ddp["model"][key], tensor, rtol=1e-4, atol=1e-6)
+    a = json.loads((tmp_path / "single" / "summary.json").read_text())
+    b = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    assert set(a["mols_alphas"]) == {"qk", "vo", "mlp"}
+    for cls, alpha in a["mols_alphas"].items():
+        assert b["mols_alphas"][cls] == pytest.approx(alpha, rel=1e-5)
+    assert b["final_val_loss"] == pytest.approx(a["final_val_loss"], rel=1e-5)
+
+
 def test_export_merges_lora_and_loads_with_from_pretrained(workspace, tmp_path):
     from models.pretrained import build_finetuning_model
     from scripts.export_hf import main as export
@@ -157,6 +185,12 @@ def test_the_evaluator_scores_a_finetuned_run(workspace, tmp_path, capsys):
                      "--method", "both", "--max-new-tokens", "8", "--device", "cpu"]) == 0
     result = json.loads((run_dir / "eval_choices_step_0000006.json").read_text())
     assert result["n"] == 8 and 0 <= result["generation"] <= 100 and 0 <= result["loglik"] <= 100
+    # and by task (the synthetic families): the counts and the weighted accuracies add up
+    by_task = result["by_task"]
+    assert set(by_task) == {"compare", "count", "kind", "largest", "longer"}
+    assert sum(t["n"] for t in by_task.values()) == 8
+    for key in ("generation", "loglik"):
+        assert sum(t[key] * t["n"] for t in by_task.values()) / 8 == pytest.approx(result[key])
     # LLM-Adapters' layout: <task>/test.json, options by task
     for task in ("boolq", "piqa"):
         (tmp_path / "cs" / task).mkdir(parents=True)
@@ -208,7 +242,28 @@ def test_the_dry_run_of_a_finetuning_config(workspace, capsys):
                        "--set", "data.path=shipped-synthetic", "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "LoRA rank 8 (alpha 16, dropout 0, on all-linear)" in out and "+ MoLS" in out
-    assert "nothing is read or written" in out and "of them train" in out
+    assert "nothing is read or written" in out
+    # what trains is the adapters alone, as many as peft makes; memory includes the activations
+    from models.pretrained import apply_lora
+    adapted = apply_lora(AutoModelForCausalLM.from_pretrained(workspace["llama"]), 8)
+    adapters = sum(p.numel() for p in adapted.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in adapted.parameters())
+    assert f"{total / 1e6:,.2f}M, {adapters / 1e6:,.3f}M of them train ({100 * adapters / total:.2f}%)" in out
+    classes = out.split("by MoLS class:")[1].split("estimated memory")[0].split()[::3]
+    assert classes == ["qk", "vo", "mlp"]   # the frozen embedding and head are not MoLS's to scale
+    for part in ("weights", "gradients", "optimizer state", "activations", "logits"):
+        assert f"\n  {part} " in out
+
+
+def test_a_finetuning_run_too_large_for_the_device_is_refused_before_loading(workspace, tmp_path, capsys,
+                                                                            monkeypatch):
+    import training.dry_run
+
+    monkeypatch.setattr(training.dry_run, "available_memory", lambda device: 2**20)   # 1 MiB
+    assert finetune(workspace, tmp_path, *LORA_MOLS) == 2
+    err = capsys.readouterr().err
+    assert f"{workspace['llama']} with adamw (fp32) needs an estimated" in err and "activations" in err
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 # ------------------------------------------------------------------------------------------------

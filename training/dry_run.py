@@ -45,24 +45,27 @@ def mols_statistics_bytes(cfg, parameters: int, world_size: int = 1) -> int:
 
 def memory_estimate(cfg, model, vocab: int, precision: str, world_size: int = 1) -> dict[str, float]:
     """Bytes per device, by part, for a model built on the meta device; `precision` resolved
-    (bf16-mixed, bf16-pure or fp32). Under DDP the gradients are the all-reduce buckets themselves
-    (gradient_as_bucket_view, and zeroed in place between steps), so they are counted once. Under
-    FSDP weights, gradients and optimizer state are 1/world each, plus the gathered bf16 (or fp32)
-    weights: two layers at a time (the one computing and the next, prefetched), or every layer
-    while an update's micro-batches accumulate unless train.fsdp_reshard_in_accumulation."""
-    t, d = cfg.train, cfg.data
-    counts = count_by_class(model, cfg.mols.grouping)
-    n = sum(counts.values())
+    (bf16-mixed, bf16-pure or fp32). Gradients and optimizer state are those of what trains (under
+    LoRA the adapters; the frozen weights are held and, under autocast, copied to bf16 too). Under
+    DDP the gradients are the all-reduce buckets themselves (gradient_as_bucket_view, and zeroed in
+    place between steps), so they are counted once. Under FSDP weights, gradients and optimizer
+    state are 1/world each, plus the gathered bf16 (or fp32) weights: two layers at a time (the one
+    computing and the next, prefetched), or every layer while an update's micro-batches accumulate
+    unless train.fsdp_reshard_in_accumulation. Activations are for micro-batches of the longest
+    sequence (instruction records: data.cutoff_len; shorter batches need less)."""
+    t = cfg.train
+    trained = sum(count_by_class(model, cfg.mols.grouping, only_trainable=True).values())
+    n = sum(p.numel() for p in model.parameters())
     shape = model_shape(model.config)
     layers, hidden = shape.layers, shape.width
     weight_bytes = 2 if precision == "bf16-pure" else 4
     activation_scale = 2 if precision == "fp32" else 1  # the per-token figures below are bf16's
-    tokens = t.micro_batch * d.seq_len
+    tokens = t.micro_batch * cfg.data.sequence_tokens
     if cfg.model.gradient_checkpointing:
         activations = layers * tokens * hidden * 2 + tokens * hidden * 34
     else:
         activations = layers * tokens * hidden * 34
-    memory = {"weights": weight_bytes * n, "gradients": weight_bytes * n,
+    memory = {"weights": weight_bytes * n, "gradients": weight_bytes * trained,
               # from the model's shapes, as build_optimizer would build it (bf16-pure: bf16 state)
               "optimizer state": estimate_state_bytes(cfg.optimizer, model,
                                                       torch.bfloat16 if precision == "bf16-pure" else None),
@@ -78,13 +81,24 @@ def memory_estimate(cfg, model, vocab: int, precision: str, world_size: int = 1)
         head = vocab * hidden
         memory["bf16 weight copies"] = 2 * (head + n / layers if cfg.model.gradient_checkpointing else n)
     if cfg.mols.enabled and cfg.mols.stats_device != "cpu":
-        memory["MoLS statistics"] = mols_statistics_bytes(cfg, n, world_size)
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, trained, world_size)
     return memory
 
 
 def build_meta_model(cfg, vocab: int):
+    """The run's model on the meta device: built from model.size, or (fine-tuning) from the
+    pretrained model's config.json with the run's LoRA adapters; None when that config is not here
+    (a hub name not in the cache: a dry run never downloads)."""
+    if cfg.model.pretrained:
+        from training.finetune import meta_finetuning_model
+        return meta_finetuning_model(cfg)[0]
     return build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
                        overrides=cfg.model.overrides, device="meta")
+
+
+def head_size(model) -> int:
+    """The vocabulary the model's head computes logits over."""
+    return model.get_output_embeddings().weight.shape[0]
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -115,19 +129,23 @@ def check_memory(cfg, vocab: int, device: torch.device, precision: str) -> None:
     if available is None:
         return
     model = build_meta_model(cfg, vocab)
+    if model is None:
+        return
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    memory = memory_estimate(cfg, model, vocab, precision, world_size)
+    memory = memory_estimate(cfg, model, head_size(model), precision, world_size)
     if device.type == "cpu" and cfg.mols.enabled and cfg.mols.stats_device == "cpu":  # the same memory here
-        memory["MoLS statistics"] = mols_statistics_bytes(cfg, sum(p.numel() for p in model.parameters()), world_size)
+        trained = sum(count_by_class(model, cfg.mols.grouping, only_trainable=True).values())
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, trained, world_size)
     needed = sum(memory.values())
     if needed <= available:
         return
     parts = ", ".join(f"{part} {value / GIB:,.1f}" for part, value in memory.items())
     where = "GPU" if device.type == "cuda" else "rank (host memory)"
-    raise UserError(f"{cfg.model.size} with {cfg.optimizer.name} ({precision}) needs an estimated "
+    raise UserError(f"{cfg.model.pretrained or cfg.model.size} with {cfg.optimizer.name} ({precision}) needs an estimated "
                     f"{needed / GIB:,.1f} GiB per {where} ({parts} GiB) but {available / GIB:,.1f} GiB are "
-                    f"available: lower train.micro_batch, turn on model.gradient_checkpointing, use an 8-bit "
-                    f"or low-rank optimizer or more GPUs, or --set train.check_memory=false to try anyway")
+                    f"available: lower train.micro_batch, turn on model.gradient_checkpointing, use "
+                    f"{'LoRA (model.lora.rank), ' if cfg.model.pretrained else ''}an 8-bit or low-rank optimizer "
+                    f"or more GPUs, or --set train.check_memory=false to try anyway")
 
 
 def plan(cfg, world_size: int, gpus_per_node: int) -> str:

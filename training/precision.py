@@ -60,10 +60,8 @@ def prepare_model(cfg, vocab_size: int, device: torch.device):
 
 
 def check_model_memory(cfg, vocab_size: int, device: torch.device, precision: str) -> None:
-    """training/dry_run.py's check before a model is built, for the models built from a size; a
-    pretrained model's size is not known before it is loaded, so fine-tuning runs skip it."""
-    if cfg.model.pretrained:
-        return
+    """training/dry_run.py's check before a model is built (a pretrained model's from its
+    config.json, where that is already here)."""
     from training.dry_run import check_memory
     check_memory(cfg, vocab_size, device, precision)
 
