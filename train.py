@@ -305,8 +305,11 @@ def train(cfg: Config) -> int:
         if step == segment_start:  # optimizers create their state lazily, on the first step
             log.say(f"optimizer state: {optimizer_state_bytes(optimizer) / 2**20:.2f} MiB")
         state.step += 1
-        state.tokens_seen += tokens_per_step
-        speed.step_done(tokens_per_step)
+        # what the model computed: the packed documents' exact global batch, or instruction records
+        # padded per micro-batch (this rank's count for every rank: no sync for a statistic)
+        step_tokens = procs.world_size * sum(b["input_ids"].numel() for b in micro_batches)
+        state.tokens_seen += step_tokens
+        speed.step_done(step_tokens)
 
         done = state.step
         if t.due("log", done):
