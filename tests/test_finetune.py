@@ -104,6 +104,20 @@ def test_full_finetuning_with_mols_scales_every_class(workspace, tmp_path):
     assert {"emb", "qk", "vo", "mlp"} <= set(summary["mols_alphas"])  # tied head: one class with emb
 
 
+def test_tokens_seen_are_the_padded_micro_batches_not_the_cut_off(workspace, tmp_path):
+    from data.instructions import build_instruction_stream
+    from data.tokenizer import get_tokenizer
+    from training.config import validate
+
+    assert finetune(workspace, tmp_path, "model.lora.rank=4") == 0
+    cfg = validate(latest(tmp_path / "run")["config"])
+    stream = build_instruction_stream(cfg.data, get_tokenizer(str(workspace["llama"])), rank=0, world_size=1,
+                                      micro_batch=2)
+    padded = sum(stream.next_batch()["input_ids"].numel() for _ in range(6 * 2))   # 6 steps x 2 micro-batches
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["tokens_seen"] == padded < 6 * 4 * 192
+
+
 def test_kill_and_resume_auto_is_bit_identical(workspace, tmp_path):
     common = [*LORA_MOLS, "train.steps=8", "train.checkpoint_every=4", "train.warmup_steps=6", "mols.estimate_at=2"]
     assert finetune(workspace, tmp_path, *common, name="straight") == 0
