@@ -104,6 +104,18 @@ def test_full_finetuning_with_mols_scales_every_class(workspace, tmp_path):
     assert {"emb", "qk", "vo", "mlp"} <= set(summary["mols_alphas"])  # tied head: one class with emb
 
 
+@pytest.mark.parametrize("method", ["nadam", "lamb", "muon", "galore", "apollo", "adam8bit"])
+def test_every_optimizer_of_tables_4_and_5_fine_tunes_a_pretrained_model(workspace, tmp_path, method):
+    # Table 4's NAdam, LAMB and Muon; Table 5's GaLore and APOLLO (full-parameter, low-rank state)
+    assert finetune(workspace, tmp_path, f"optimizer.name={method}", "optimizer.lr=1e-3", "train.steps=3") == 0
+    before = AutoModelForCausalLM.from_pretrained(workspace["llama"]).state_dict()
+    after = latest(tmp_path / "run")["model"]
+    changed = [key for key, tensor in after.items() if not torch.equal(tensor, before[key])]
+    assert "model.layers.0.self_attn.q_proj.weight" in changed and "model.layers.1.mlp.down_proj.weight" in changed
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["optimizer"] == method and summary["final_val_loss"] < 20
+
+
 def test_tokens_seen_are_the_padded_micro_batches_not_the_cut_off(workspace, tmp_path):
     from data.instructions import build_instruction_stream
     from data.tokenizer import get_tokenizer
