@@ -143,6 +143,56 @@ def pretrained_vocabulary(name_or_path: str | Path) -> int:
     return int(config.get_text_config().vocab_size)
 
 
+# The shapes of the paper's fine-tuning models (from their config.json), so that a dry run, the
+# memory check and a sweep's cost can count their parameters and LoRA adapters on a machine that
+# has not downloaded them (nothing here downloads). Their totals match the model cards (tested).
+PAPER_MODEL_SHAPES = {
+    "google/gemma-3-1b-pt": dict(model_type="gemma3_text", vocab_size=262144, hidden_size=1152, intermediate_size=6912,
+                                 num_hidden_layers=26, num_attention_heads=4, num_key_value_heads=1, head_dim=256,
+                                 tie_word_embeddings=True),
+    "meta-llama/Llama-3.2-1B": dict(model_type="llama", vocab_size=128256, hidden_size=2048, intermediate_size=8192,
+                                    num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8, head_dim=64,
+                                    tie_word_embeddings=True),
+    "meta-llama/Llama-3.2-3B": dict(model_type="llama", vocab_size=128256, hidden_size=3072, intermediate_size=8192,
+                                    num_hidden_layers=28, num_attention_heads=24, num_key_value_heads=8, head_dim=128,
+                                    tie_word_embeddings=True),
+    "Qwen/Qwen2.5-7B": dict(model_type="qwen2", vocab_size=152064, hidden_size=3584, intermediate_size=18944,
+                            num_hidden_layers=28, num_attention_heads=28, num_key_value_heads=4,
+                            tie_word_embeddings=False),
+}
+
+
+def pretrained_config(name_or_path: str | Path):
+    """(the transformers config of a pretrained model, "") from its config.json where it is here
+    (a local directory, or a hub name in the cache; never downloaded), else from
+    PAPER_MODEL_SHAPES; (None, why) when neither has it."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(name_or_path), local_files_only=True), ""
+    except (OSError, ValueError) as err:
+        shape = dict(PAPER_MODEL_SHAPES.get(str(name_or_path), {}))
+        if not shape:
+            return None, f"its config.json is not here ({str(err).splitlines()[0][:160]})"
+        return AutoConfig.for_model(shape.pop("model_type"), **shape), ""
+
+
+def meta_finetuning_model(model_cfg):
+    """(the model a fine-tuning run trains, on the meta device: shapes only, with its LoRA
+    adapters, "") or (None, why it cannot be built); `model_cfg` the config's model section."""
+    from transformers import AutoModelForCausalLM
+
+    config, why = pretrained_config(model_cfg.pretrained)
+    if config is None:
+        return None, why
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config)
+    lora = model_cfg.lora
+    if lora.enabled:
+        model = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
+    return model, ""
+
+
 def build_finetuning_model(model_cfg, *, seed: int, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
     """The model a fine-tuning run trains (`model_cfg` the config's model section): the pretrained
     model in fp32 on `device`, wrapped with LoRA adapters (initialised from `seed`) when

@@ -202,7 +202,7 @@ def cmd_run(args) -> int:
         return 2
     print(f"[sweep] {args.name}: {len(jobs)} jobs over {len(args.models)} model(s), {len(args.methods)} method(s), "
           f"{len({j.lr for j in jobs})} learning rate(s), {len(args.seeds)} seed(s); runs in {args.out_dir}/{args.name}/")
-    costs = cost.job_costs(jobs) if args.dry_run or args.mode == "slurm" else []
+    costs = cost.job_costs(jobs, world_size) if args.dry_run or args.mode == "slurm" else []
     if args.dry_run:
         print(cost.estimate_line(jobs, costs, args.assume_mfu, args.gpu_peak_tflops))
     if costs:  # sbatch's CPUs and memory from the configs, unless given

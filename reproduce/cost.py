@@ -37,57 +37,63 @@ class JobCost:
     mem_per_rank_bytes: int
 
 
-def job_cost(cfg) -> JobCost:
+def job_cost(cfg, world_size: int = 1) -> JobCost:
     """FLOPs per token (models/cost.py, the same as the runs' MFU) times steps x global_batch x
     seq_len training tokens (evaluation and MoLS's SNR samples not counted);
-    host CPUs data.num_workers + 2 per rank; host memory per rank: a base allowance, plus MoLS's two
-    fp32 copies of the parameters (8 bytes) and 8 more per uncertainty group when its statistics
-    live on the CPU."""
+    host CPUs data.num_workers + 2 per rank; host memory per rank: a base allowance, plus MoLS's
+    statistics when they live on the CPU (training.dry_run.mols_statistics_bytes: two fp32 values
+    per trained parameter and two more per uncertainty group, 1/world of them per rank when
+    sharded)."""
     from models import SIZES
 
     if cfg.model.pretrained:
-        return finetune_job_cost(cfg)
+        return finetune_job_cost(cfg, world_size)
     size = SIZES[cfg.model.size]
     vocab = cfg.model.vocab_size or size.vocab or FALLBACK_VOCAB
     seq_len = cfg.data.seq_len
     n, per_token = model_cost(cfg.model.size, vocab, seq_len, cfg.model.overrides)
     flops = cfg.train.steps * cfg.train.global_batch * seq_len * per_token
-    mols_on_cpu = mols_statistics_bytes(cfg, n) if cfg.mols.stats_device == "cpu" else 0
+    mols_on_cpu = mols_statistics_bytes(cfg, n, world_size) if cfg.mols.stats_device == "cpu" else 0
     mem = BASE_MEM_PER_RANK_GIB * 2**30 + mols_on_cpu
     return JobCost(n, flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS, mem)
 
 
-# Parameters of the paper's fine-tuning models (their model cards), for grids priced without their
-# config.json at hand (a dry run never downloads).
-PRETRAINED_PARAMETERS = {"google/gemma-3-1b-pt": 1.00e9, "meta-llama/Llama-3.2-1B": 1.24e9,
-                         "meta-llama/Llama-3.2-3B": 3.21e9, "Qwen/Qwen2.5-7B": 7.62e9}
+_FINETUNING_COUNTS: dict = {}
 
 
-def finetune_job_cost(cfg) -> JobCost:
+def finetuning_counts(model_cfg) -> tuple[int, int]:
+    """(parameters, trained parameters) of a fine-tuning run's model: its config.json where it is
+    here, else the paper's models' shapes (models.pretrained.PAPER_MODEL_SHAPES); LoRA: the
+    adapters train."""
+    from models.pretrained import meta_finetuning_model
+
+    lora = model_cfg.lora
+    key = (model_cfg.pretrained, lora.rank, lora.alpha, repr(lora.target_modules))
+    if key not in _FINETUNING_COUNTS:
+        model, why = meta_finetuning_model(model_cfg)
+        if model is None:
+            raise ValueError(f"{model_cfg.pretrained}: cannot count its parameters: {why}")
+        _FINETUNING_COUNTS[key] = (sum(p.numel() for p in model.parameters()),
+                                   sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return _FINETUNING_COUNTS[key]
+
+
+def finetune_job_cost(cfg, world_size: int = 1) -> JobCost:
     """A fine-tuning job: 6 x parameters FLOPs per token for full fine-tuning, 4 x for LoRA (the
     forward and the backward's activation gradients; frozen weights get none), over at most
     steps x global_batch x data.cutoff_len tokens (records are shorter than the cut-off: an upper
-    bound). Parameters from the model's config.json when it is here, else PRETRAINED_PARAMETERS."""
-    n = PRETRAINED_PARAMETERS.get(cfg.model.pretrained)
-    try:
-        from transformers import AutoConfig, AutoModelForCausalLM
-        import torch
-        config = AutoConfig.from_pretrained(cfg.model.pretrained)
-        with torch.device("meta"):
-            n = sum(p.numel() for p in AutoModelForCausalLM.from_config(config).parameters())
-    except (OSError, ValueError):
-        if n is None:
-            raise ValueError(f"{cfg.model.pretrained}: no config.json here to count its parameters") from None
+    bound). MoLS's statistics are those of what trains: under LoRA the adapters."""
+    n, trained = finetuning_counts(cfg.model)
     per_token = (4 if cfg.model.lora.enabled else 6) * n
     flops = cfg.train.steps * cfg.train.global_batch * cfg.data.sequence_tokens * per_token
-    mols_on_cpu = mols_statistics_bytes(cfg, n) if cfg.mols.stats_device == "cpu" else 0
+    mols_on_cpu = mols_statistics_bytes(cfg, trained, world_size) if cfg.mols.stats_device == "cpu" else 0
     return JobCost(int(n), flops, cfg.data.num_workers + CPUS_PER_RANK_BESIDES_WORKERS,
                    BASE_MEM_PER_RANK_GIB * 2**30 + mols_on_cpu)
 
 
-def job_costs(jobs: list) -> list[JobCost]:
+def job_costs(jobs: list, world_size: int = 1) -> list[JobCost]:
     from reproduce.jobs import load_job_config
-    return [job_cost(load_job_config(job)) for job in jobs]
+    return [job_cost(load_job_config(job), world_size) for job in jobs]
 
 
 def gpu_hours(flops: float, mfu: float = DEFAULT_MFU, peak_tflops: float = DEFAULT_GPU_PEAK_TFLOPS) -> float:

@@ -280,11 +280,15 @@ def test_sbatch_cpus_and_memory_come_from_the_config(capsys):
     assert directives["cpus-per-task"] == str(8 * (1 + 2))   # (data.num_workers + 2) x 8 ranks
     assert directives["mem"] == f"{8 * BASE_MEM_PER_RANK_GIB}G"
 
-    # MoLS keeps two fp32 copies of the parameters per rank on the CPU: 8 bytes per parameter per rank
+    # MoLS keeps two fp32 values per parameter on the CPU, each of the 8 ranks 1/8 of them
+    # (mols.shard_statistics, on by default), or all of them on every rank when not sharded
     n = sum(p.numel() for p in build_model("llama_1b", 32000, device="meta").parameters())
     assert reproduce(base + ["--methods", "adam,adam+mols", "--set", "data.num_workers=4"]) == 0
     directives = sbatch_directives(capsys.readouterr().out)
     assert directives["cpus-per-task"] == str(8 * (4 + 2))
+    assert directives["mem"] == f"{-(-8 * (BASE_MEM_PER_RANK_GIB * 2**30 + 8 * -(-n // 8)) // 2**30)}G"
+    assert reproduce(base + ["--methods", "adam+mols", "--set", "mols.shard_statistics=false"]) == 0
+    directives = sbatch_directives(capsys.readouterr().out)
     assert directives["mem"] == f"{-(-8 * (BASE_MEM_PER_RANK_GIB * 2**30 + 8 * n) // 2**30)}G"
 
     assert reproduce(base + ["--methods", "adam+mols", "--set", "mols.stats_device=device"]) == 0

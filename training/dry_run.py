@@ -87,11 +87,11 @@ def memory_estimate(cfg, model, vocab: int, precision: str, world_size: int = 1)
 
 def build_meta_model(cfg, vocab: int):
     """The run's model on the meta device: built from model.size, or (fine-tuning) from the
-    pretrained model's config.json with the run's LoRA adapters; None when that config is not here
-    (a hub name not in the cache: a dry run never downloads)."""
+    pretrained model's config with the run's LoRA adapters; None when that config is not here
+    (models.pretrained.pretrained_config: a dry run never downloads)."""
     if cfg.model.pretrained:
-        from training.finetune import meta_finetuning_model
-        return meta_finetuning_model(cfg)[0]
+        from models.pretrained import meta_finetuning_model
+        return meta_finetuning_model(cfg.model)[0]
     return build_model(cfg.model.size, vocab, attn_implementation=cfg.model.attn_implementation,
                        overrides=cfg.model.overrides, device="meta")
 

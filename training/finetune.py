@@ -2,36 +2,17 @@
 read, without loading weights or data.
 
 The model is built on the meta device from its config.json alone (a local directory, or a hub name
-already in the Hugging Face cache: a dry run never downloads), with the same LoRA adapters the run
-adds; its memory is training/dry_run.py's estimate, the same one the run checks before it loads.
+already in the Hugging Face cache: a dry run never downloads; the paper's models are known by shape
+without it, models/pretrained.py), with the same LoRA adapters the run adds; its memory is
+training/dry_run.py's estimate, the same one the run checks before it loads.
 """
 from __future__ import annotations
-
-import torch
 
 GIB = 2**30
 
 
-def meta_finetuning_model(cfg):
-    """(the model on the meta device with its LoRA adapters, "") or (None, why it cannot be built)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from models.pretrained import apply_lora
-
-    try:
-        config = AutoConfig.from_pretrained(cfg.model.pretrained)
-    except (OSError, ValueError) as err:
-        return None, f"its config.json is not here ({str(err).splitlines()[0][:160]})"
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config)
-    lora = cfg.model.lora
-    if lora.enabled:
-        model = apply_lora(model, lora.rank, lora.alpha, lora.dropout, lora.target_modules)
-    return model, ""
-
-
 def finetune_plan(cfg, world_size: int, gpus_per_node: int) -> str:
-    from models.pretrained import lora_alpha_for
+    from models.pretrained import lora_alpha_for, meta_finetuning_model
     from mols import count_by_class
     from training.dry_run import head_size, memory_estimate, mols_statistics_bytes
 
@@ -41,7 +22,7 @@ def finetune_plan(cfg, world_size: int, gpus_per_node: int) -> str:
     lines = [f"dry run: fine-tuning {cfg.model.pretrained}, {how}, with {cfg.optimizer.name}"
              f"{' + MoLS' if cfg.mols.enabled else ''} on {world_size} GPU(s) ({gpus_per_node} per node); "
              f"nothing is read or written"]
-    model, why = meta_finetuning_model(cfg)
+    model, why = meta_finetuning_model(cfg.model)
     trainable = 0
     if model is None:
         lines.append(f"parameters and memory: not estimated: {why}")
