@@ -139,7 +139,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     run.add_argument("--python", default=sys.executable, help="python of the environment the jobs use")
     run.add_argument("--nproc-per-node", type=int, help="processes per node (default: GPUs per node; 1 locally)")
     run.add_argument("--nodes", type=int, help="nodes per job (Slurm)")
-    run.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node (Slurm; 0 for CPU nodes)")
+    run.add_argument("--gpus-per-node", type=int, help="GPUs per node (Slurm; 0 for CPU nodes; default: the experiment's, else 8)")
     run.add_argument("--cpus-per-task", type=int, help="CPUs of the one task per node (default: from the config, "
                      "(data.num_workers + 2) per rank)")
     run.add_argument("--mem", help="memory per node, e.g. 200G (default: from the config, "
@@ -168,6 +168,8 @@ def resolve_grid(args, parser: argparse.ArgumentParser) -> argparse.Namespace:
     args.lrs = args.lrs or (grid.lrs if grid else "paper")
     args.seeds = args.seeds if args.seeds is not None else (grid.seeds if grid else [0])
     args.nodes = args.nodes or (grid.nodes if grid else 1)
+    if args.gpus_per_node is None:
+        args.gpus_per_node = grid.gpus_per_node if grid else 8
     args.base = args.base or (grid.base if grid else paper.BASE_CONFIG)
     args.models_dir = grid.models_dir if grid else paper.PAPER / "models"
     if not args.models or not args.methods:

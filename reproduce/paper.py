@@ -67,7 +67,8 @@ def runnable() -> dict[str, dict]:
 @dataclass(frozen=True)
 class Preset:
     """How an experiment's grid runs: its models and rows (its own, or `rows_of`'s), seeds,
-    learning rates ("paper", "grid", a list, or a mapping model -> rate), 8-GPU nodes per job, the
+    learning rates ("paper", "grid", a list, or a mapping model -> rate), nodes per job and GPUs
+    per node (8, or the grid's `gpus_per_node`: one for the fine-tuning tables), the
     sweep's name and the overlays added to every job; the first config of every job (`base`,
     default base.yaml) and the folder of the model overlays (`models_dir`, default models/): the
     fine-tuning tables use finetune/base.yaml and finetune/models/."""
@@ -79,6 +80,7 @@ class Preset:
     lrs: object
     nodes: int
     configs: list
+    gpus_per_node: int = 8
     base: Path = BASE_CONFIG
     models_dir: Path = PAPER / "models"
 
@@ -93,6 +95,7 @@ def preset(name: str) -> Preset:
     return Preset(key=key, name=grid.get("name") or (f"table{key}" if key.isdigit() else key),
                   models=list(source["models"]), rows=list(source["rows"]), seeds=list(grid.get("seeds", [0])),
                   lrs=grid.get("lrs", "paper"), nodes=int(grid.get("nodes", 1)),
+                  gpus_per_node=int(grid.get("gpus_per_node", 8)),
                   configs=[PAPER / f"{c}.yaml" for c in grid.get("configs", [])],
                   base=PAPER / f"{grid['base']}.yaml" if grid.get("base") else BASE_CONFIG,
                   models_dir=PAPER / grid.get("models_dir", "models"))

@@ -338,6 +338,13 @@ def test_the_fine_tuning_tables_dry_run(table, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "train.py" in out and "finetune/base.yaml" in out and "GPU-hours" in out
     assert not any(tmp_path.iterdir())
+    # on Slurm: one GPU per run (batch 16 = micro-batch 4 x 4 accumulation), and host memory for
+    # MoLS's statistics of what trains (Table 5: the LoRA adapters, not Qwen2.5-7B's frozen weights)
+    assert reproduce(["run", table, "--dry-run", "--mode", "slurm", "--out-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "#SBATCH --gpus-per-node=1\n" in out and "--nproc_per_node 1" in out
+    memory = int(out.split("#SBATCH --mem=")[1].split("G")[0])
+    assert memory < (32 if table == "5" else 80)   # Table 4: full fine-tuning of 1.2B, 4 uncertainty groups
 
 
 def test_results_print_ours_beside_the_papers(tmp_path, capsys):
