@@ -13,7 +13,7 @@ from models import build_model
 ROOT = Path(__file__).resolve().parents[1]
 TOP = ("configs", "data", "docs", "models", "mols", "optimizers", "reproduce", "scripts", "tests", "training")
 PROSE = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "configs").rglob("*.yaml")),
-         *sorted(ROOT.glob("*/README.md"))]
+         *sorted(p for p in ROOT.glob("*/README.md") if not p.parent.name.startswith("."))]
 # a repository path: one of the top folders, then path characters, ending in a file extension or "/"
 PATH = re.compile(rf"(?<![\w/.-])((?:{'|'.join(TOP)})/[\w./-]*\w(?:\.(?:py|md|yaml|sh|txt|json|png))?/?)")
 
