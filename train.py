@@ -38,11 +38,11 @@ from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
 from training.cli import parse_arguments
 from training.config import Config, load_config
-from training.dry_run import plan
+from training.dry_run import check_memory, plan
 from training.finetune import finetune_plan
 from training.evaluation import evaluate, perplexity, to_device
 from training.fsdp import full_value, is_sharded, no_gradient_sync
-from training.precision import check_model_memory, model_description, prepare_model, resolve_precision
+from training.precision import model_description, prepare_model, resolve_precision
 from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
                              nonfinite_report)
 from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
@@ -159,7 +159,7 @@ def train(cfg: Config) -> int:
     tokenizer = get_tokenizer(tokenizer_spec(cfg))  # a pretrained model's own, unless data.tokenizer names one
     vocab_size = cfg.model.vocabulary(len(tokenizer))
     vocabulary_note = check_vocabulary(tokenizer, vocab_size)
-    check_model_memory(cfg, vocab_size, device, resolve_precision(t.precision, device))
+    check_memory(cfg, vocab_size, device, resolve_precision(t.precision, device))  # before anything is built
     model, precision, autocast = prepare_model(cfg, vocab_size, device)
 
     optimizer = build_optimizer(cfg.optimizer, model, param_groups(model, cfg.mols.grouping))

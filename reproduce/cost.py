@@ -65,7 +65,7 @@ def finetuning_counts(model_cfg) -> tuple[int, int]:
     """(parameters, trained parameters) of a fine-tuning run's model: its config.json where it is
     here, else the paper's models' shapes (models.pretrained.PAPER_MODEL_SHAPES); LoRA: the
     adapters train."""
-    from models.pretrained import meta_finetuning_model
+    from models.pretrained import meta_finetuning_model, trainable_parameters
 
     lora = model_cfg.lora
     key = (model_cfg.pretrained, lora.rank, lora.alpha, repr(lora.target_modules))
@@ -73,8 +73,8 @@ def finetuning_counts(model_cfg) -> tuple[int, int]:
         model, why = meta_finetuning_model(model_cfg)
         if model is None:
             raise ValueError(f"{model_cfg.pretrained}: cannot count its parameters: {why}")
-        _FINETUNING_COUNTS[key] = (sum(p.numel() for p in model.parameters()),
-                                   sum(p.numel() for p in model.parameters() if p.requires_grad))
+        trained, total = trainable_parameters(model)
+        _FINETUNING_COUNTS[key] = (total, trained)
     return _FINETUNING_COUNTS[key]
 
 

@@ -172,10 +172,9 @@ def score_records(model, tokenizer, records: list[dict], method: str, *, options
             result = evaluate_log_likelihood(model, tokenizer, items_from_records(records, tokenizer, chat))
         out["loglik"] = 100.0 * result.acc
         correct["loglik"] = result.correct
-    tasks = sorted({r["task"] for r in records if "task" in r})
-    if tasks and all("task" in r for r in records):
+    if records and all("task" in r for r in records):
         out["by_task"] = {}
-        for task in tasks:
+        for task in sorted({r["task"] for r in records}):
             mine = [i for i, r in enumerate(records) if r["task"] == task]
             out["by_task"][task] = {"n": len(mine), **{key: 100.0 * sum(flags[i] for i in mine) / len(mine)
                                                        for key, flags in correct.items()}}

@@ -20,6 +20,7 @@ import torch
 from configs import UserError
 from models import build_model
 from models.cost import model_shape
+from models.pretrained import trainable_parameters
 from mols import count_by_class
 from optimizers import estimate_state_bytes
 
@@ -54,8 +55,7 @@ def memory_estimate(cfg, model, vocab: int, precision: str, world_size: int = 1)
     unless train.fsdp_reshard_in_accumulation. Activations are for micro-batches of the longest
     sequence (instruction records: data.cutoff_len; shorter batches need less)."""
     t = cfg.train
-    trained = sum(count_by_class(model, cfg.mols.grouping, only_trainable=True).values())
-    n = sum(p.numel() for p in model.parameters())
+    trained, n = trainable_parameters(model)
     shape = model_shape(model.config)
     layers, hidden = shape.layers, shape.width
     weight_bytes = 2 if precision == "bf16-pure" else 4
@@ -134,8 +134,7 @@ def check_memory(cfg, vocab: int, device: torch.device, precision: str) -> None:
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     memory = memory_estimate(cfg, model, head_size(model), precision, world_size)
     if device.type == "cpu" and cfg.mols.enabled and cfg.mols.stats_device == "cpu":  # the same memory here
-        trained = sum(count_by_class(model, cfg.mols.grouping, only_trainable=True).values())
-        memory["MoLS statistics"] = mols_statistics_bytes(cfg, trained, world_size)
+        memory["MoLS statistics"] = mols_statistics_bytes(cfg, trainable_parameters(model)[0], world_size)
     needed = sum(memory.values())
     if needed <= available:
         return

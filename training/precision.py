@@ -59,13 +59,6 @@ def prepare_model(cfg, vocab_size: int, device: torch.device):
     return model, precision, autocast
 
 
-def check_model_memory(cfg, vocab_size: int, device: torch.device, precision: str) -> None:
-    """training/dry_run.py's check before a model is built (a pretrained model's from its
-    config.json, where that is already here)."""
-    from training.dry_run import check_memory
-    check_memory(cfg, vocab_size, device, precision)
-
-
 def model_description(cfg, model: torch.nn.Module) -> str:
     """The run log's line(s) about the model: its parameters by module class, and for fine-tuning
     what is loaded and what trains."""
