@@ -196,6 +196,8 @@ def train(cfg: Config) -> int:
         accumulate = ddp_model.no_sync
     train_model = torch.compile(ddp_model) if t.compile else ddp_model
     val_batches = build_val_batches(cfg.data, tokenizer, batch_size=t.eval_batch or t.micro_batch, **stream_args)
+    selection_batches = (build_val_batches(cfg.data, tokenizer, batch_size=t.eval_batch or t.micro_batch,
+                                           part="selection", **stream_args) if cfg.data.val_selection else None)
 
     log = RunLog(cfg, run_dir, is_main)
     if is_main:
@@ -223,9 +225,9 @@ def train(cfg: Config) -> int:
             checkpoint.prune(run_dir / "checkpoints", t.keep_checkpoints)
         return saved_to.name
 
-    def run_eval() -> float:
-        val_loss, val_tokens = evaluate(model, val_batches, device, autocast, lockstep=is_sharded(model))
-        log.log("val", state.step, {"loss": val_loss, "ppl": perplexity(val_loss), "tokens": val_tokens})
+    def run_eval(batches=val_batches, kind: str = "val") -> float:
+        val_loss, val_tokens = evaluate(model, batches, device, autocast, lockstep=is_sharded(model))
+        log.log(kind, state.step, {"loss": val_loss, "ppl": perplexity(val_loss), "tokens": val_tokens})
         return val_loss
 
     def mols_batches(what: str):  # every rank draws the same number of extra batches
@@ -339,6 +341,8 @@ def train(cfg: Config) -> int:
     final_loss = run_eval()
     save_checkpoint()
     summary = run_summary(cfg, state, final_loss, speed)
+    if selection_batches is not None:  # data.val_selection: what hyper-parameters are chosen on
+        summary["final_selection_loss"] = run_eval(selection_batches, "val_selection")
     if is_main:
         write_json_atomic(run_dir / "summary.json", summary)
     log.summary(summary)

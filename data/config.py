@@ -25,6 +25,11 @@ class DataConfig:
     shuffle_buffer: int = 10000      # streamed sources only
     num_workers: int = 1             # tokenizer worker processes for streamed sources
     val_tokens: int = 10_000_000     # fixed validation budget (non-pad tokens)
+    # Hyper-parameters chosen on the data a result is reported on are chosen optimistically: true
+    # deals the validation documents alternately to the reported split (even positions: every
+    # `val` record) and a selection split (odd positions: `val_selection`, at the end of the run),
+    # each up to half of data.val_tokens. `reproduce results` picks learning rates on the latter.
+    val_selection: bool = False
     # instructions (data/instructions.py): Alpaca-style records, the loss on the response only
     cutoff_len: int = 2048           # instructions: prompt + response truncated to this many tokens
     chat_template: Optional[bool] = None  # instructions: the tokenizer's chat template (null: where it has one)
@@ -79,6 +84,9 @@ class DataConfig:
                 and not self.val_path.endswith((".json", ".jsonl")):
             problems.append(f"data.val_path: an instruction file ends in .jsonl or .json (or is {SHIPPED_SYNTHETIC}), "
                             f"got {self.val_path!r}")
+        if self.val_selection:
+            problems.append("data.val_selection: not available for instruction records (their validation file is "
+                            "reported whole)")
         if self.packing:
             problems.append("data.packing: instruction records are never packed (each is one sequence, the loss "
                             "on its response); set data.packing: false")

@@ -451,16 +451,23 @@ def build_train_stream(cfg: DataConfig, tokenizer, *, rank: int, world_size: int
 # Validation
 # --------------------------------------------------------------------------------------------
 
+VAL_PARTS = ("report", "selection")
+
+
 def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int, batch_size: int,
-                      vocab_limit: int | None = None) -> list[dict]:
+                      vocab_limit: int | None = None, part: str = "report") -> list[dict]:
     """The fixed validation set: validation documents in file order (no shuffle), the training
     sequence scheme, whole sequences until at least `data.val_tokens` real tokens (labels !=
     -100) are collected (or the split runs out). Cut into batches of `batch_size` (the last may
     be smaller); rank r keeps batches r, r+W, ... (it may get none when there are fewer batches
-    than ranks). Every rank tokenizes the same documents, once."""
+    than ranks). Every rank tokenizes the same documents, once. With `data.val_selection` the
+    documents at even positions form `part="report"` and those at odd positions
+    `part="selection"`, each up to half of `data.val_tokens`."""
     check_ranks(rank, world_size)
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
+    if part not in VAL_PARTS:
+        raise ValueError(f"part must be one of {VAL_PARTS}, got {part!r}")
     encoder = DocumentEncoder(tokenizer, vocab_limit)
     if cfg.source == "embedded":
         split = embedded_tokenized(encoder, tokenizer_fingerprint(tokenizer))["val"]
@@ -474,16 +481,22 @@ def build_val_batches(cfg: DataConfig, tokenizer, *, rank: int, world_size: int,
         spec = val_spec(cfg)
         documents = _ordered_documents(spec, encoder)
         where = spec.describe()
+    budget = cfg.val_tokens
+    if cfg.val_selection:
+        keep = VAL_PARTS.index(part)
+        documents = (doc for i, doc in enumerate(documents) if i % 2 == keep)
+        where = f"the {part} half of {where}"
+        budget = -(-cfg.val_tokens // 2)
     sequences, total = [], 0
     for seq in build_sequences(documents, seq_len=cfg.seq_len, packing=cfg.packing,
                                eos_id=encoder.eos_id, pad_id=encoder.pad_id):
         sequences.append(seq)
         total += seq.n_tokens
-        if total >= cfg.val_tokens:
+        if total >= budget:
             break
     if not sequences:
         raise UserError(f"no validation sequences from {where}")
-    if total < cfg.val_tokens:
+    if total < budget:
         warnings.warn(f"data.val_tokens is {cfg.val_tokens:,} but {where} holds {total:,} tokens of validation "
                       f"targets: validation uses all of them", stacklevel=2)
     batches = [sequences[i: i + batch_size] for i in range(0, len(sequences), batch_size)]
@@ -514,4 +527,5 @@ def describe_data(cfg: DataConfig, tokenizer) -> str:
     return (f"data: {cfg.source}: {where}\n"
             f"sequences: {cfg.seq_len} tokens, {scheme}; tokenizer {name} ({len(tokenizer):,} tokens, "
             f"eos {tokenizer.eos_token!r}, pad {tokenizer.pad_token!r}); shuffle seed {cfg.shuffle_seed}; "
-            f"validation budget {cfg.val_tokens:,} tokens")
+            f"validation budget {cfg.val_tokens:,} tokens"
+            + (" (half reported, half for selection: data.val_selection)" if cfg.val_selection else ""))
