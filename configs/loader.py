@@ -23,10 +23,19 @@ def read_yaml_tree(path: str | Path, _seen: tuple = ()) -> dict:
     path = Path(path).resolve()
     if path in _seen:
         raise ConfigError(f"{path}: `base` inheritance loops back to itself")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file (name a .yaml file in it)")
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not a text file (byte 0x{err.object[err.start]:02x} at offset {err.start} is not "
+                          f"UTF-8): is it the config?") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror or err})") from None
+    try:
+        raw = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

@@ -118,6 +118,10 @@ def open_stream(spec: StreamSpec):
         try:
             return datasets.load_dataset(spec.builder, data_files=list(spec.files), split="train",
                                          streaming=True, **kwargs)
+        except StopIteration:  # the json builder found no first row to learn the columns from
+            what = "data.path" if spec.split == "train" else "data.val_path"
+            files = spec.files[0] if len(spec.files) == 1 else f"{len(spec.files)} files ({spec.files[0]}, ...)"
+            raise UserError(f"{what}: {files}: no documents (empty)") from None
         except Exception as err:
             raise UserError(f"could not read {spec.describe()}: {type(err).__name__}: {err}") from None
     try:

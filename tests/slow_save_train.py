@@ -4,9 +4,9 @@ train.py in tests/test_preemption.py (not collected by pytest: its name does not
 Each checkpoint save sleeps SLOW_SAVE_SECONDS (default 35) after torch.save has written the
 temporary file and before the rename that makes it step_N.pt, so a launcher that SIGKILLs its
 workers 30 s after forwarding SIGTERM (torchrun of torch 2.11) cuts the save off and leaves the
-*.tmp file behind, while one that waits for them (python -m training.launch) gets the checkpoint.
+*.tmp file behind, while one that waits for them (python -m tools.launch) gets the checkpoint.
 
-    python -m training.launch --nproc_per_node 2 --standalone tests/slow_save_train.py --config ...
+    python -m tools.launch --nproc_per_node 2 --standalone tests/slow_save_train.py --config ...
 """
 from __future__ import annotations
 

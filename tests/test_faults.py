@@ -15,7 +15,9 @@ import torch
 import train
 from multiprocess_launch import torchrun
 from training.faults import EXIT_NONFINITE, EXIT_PREEMPTED
-from training.records import read_metrics
+from fault_injection import read_only_directory
+from training import checkpoint
+from training.records import LOCK_FILE, read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "tests" / "assets"
@@ -51,13 +53,13 @@ def latest_train_step(run_dir: Path) -> int:
 
 
 def signal_when(process: subprocess.Popen, run_dir: Path, at_step: int, target_pid: int | None = None,
-                timeout: float = 120) -> int:
-    """SIGTERM once training has logged `at_step`; returns the last step logged before the signal."""
+                timeout: float = 120, sig: int = signal.SIGTERM) -> int:
+    """`sig` (SIGTERM) once training has logged `at_step`; returns the last step logged before the signal."""
     deadline = time.time() + timeout
     while time.time() < deadline and process.poll() is None:
         step = latest_train_step(run_dir)
         if step >= at_step:
-            os.kill(target_pid or process.pid, signal.SIGTERM)
+            os.kill(target_pid or process.pid, sig)
             return step
         time.sleep(0.02)
     raise AssertionError(f"training never reached step {at_step} (exit {process.poll()})")
@@ -214,7 +216,8 @@ def test_too_many_skips_in_a_row_stop_the_run(tmp_path, monkeypatch):
 def finished_run(tmp_path):
     assert run_train(tmp_path, "done", "train.steps=4", "train.checkpoint_every=2") == 0
     run_dir = tmp_path / "done"
-    return run_dir, {p.name: p.read_bytes() for p in run_dir.rglob("*") if p.is_file() and p.suffix != ".jsonl"}
+    return run_dir, {p.name: p.read_bytes() for p in run_dir.rglob("*")  # run.lock: each launch says who it is
+                     if p.is_file() and p.suffix != ".jsonl" and p.name != LOCK_FILE}
 
 
 def assert_user_error(capsys, code: int, *expected: str) -> str:
@@ -266,13 +269,23 @@ def test_resuming_another_model_is_one_line(tmp_path, finished_run, capsys):
 
 
 def test_an_unreadable_latest_checkpoint_is_skipped_by_auto_and_named_when_explicit(tmp_path, capsys):
+    """Checkpoints without checksums (written before they existed): they load with a note, and one
+    that torch cannot read is skipped or named as before. (With checksums: tests/test_integrity.py.)"""
     assert run_train(tmp_path, "bad", "train.steps=6", "train.checkpoint_every=3") == 0
     (tmp_path / "bad" / "summary.json").unlink()
+    for sums in (tmp_path / "bad" / "checkpoints").glob(f"*.{checkpoint.CHECKSUMS}"):
+        sums.unlink()
     latest = tmp_path / "bad" / "checkpoints" / "step_0000006.pt"
     latest.write_bytes(latest.read_bytes()[:1000])  # cut short, as by a full disk
+    capsys.readouterr()
     assert run_train(tmp_path, "bad", "train.steps=6", "train.checkpoint_every=3", "run.resume=auto") == 0
-    assert "skipping unreadable checkpoint step_0000006.pt" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "skipping unreadable checkpoint step_0000006.pt" in out
+    earlier = tmp_path / "bad" / "checkpoints" / "step_0000003.pt"
+    assert (f"note: checkpoint {earlier} has no checksums (written before they existed, or its save was cut off "
+            f"before writing them): loaded without verifying it") in out
     latest.write_bytes(b"not a checkpoint")
+    checkpoint.checksum_file(latest).unlink()
     code = run_train(tmp_path, "other", "train.steps=6", f"run.resume={latest}")
     err = assert_user_error(capsys, code, f"cannot read checkpoint {latest}")
     assert len(err.strip().splitlines()) == 1
@@ -306,3 +319,48 @@ def test_the_environments_wandb_mode_wins_over_the_config(tmp_path, monkeypatch)
     monkeypatch.setenv("WANDB_MODE", "disabled")
     assert run_train(tmp_path, "env", "train.steps=2", "run.wandb.mode=online") == 0
     assert not (tmp_path / "env" / "wandb").exists()
+
+
+def test_a_read_only_out_dir_is_one_line(tmp_path, capsys):
+    with read_only_directory(tmp_path) as out:
+        code = run_train(out, "ro", "train.steps=2")
+    err = assert_user_error(capsys, code, f"cannot create the run directory {out / 'ro'}: ",
+                            "(run.out_dir must be writable)")
+    assert len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("what", ["not text", "a directory"])
+def test_a_config_path_that_is_not_a_config_file(tmp_path, capsys, what):
+    path = tmp_path
+    if what == "not text":
+        path = tmp_path / "model.yaml"
+        path.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    code = train.main(["--config", str(path)])
+    expected = {"not text": f"{path}: not a text file (byte 0x89 at offset 0 is not UTF-8): is it the config?",
+                "a directory": f"{path}: is a directory, not a config file (name a .yaml file in it)"}[what]
+    assert_user_error(capsys, code, expected)
+
+
+def test_a_learning_rate_that_would_overflow_is_a_config_error(tmp_path, capsys):
+    code = run_train(tmp_path, "lr", "train.steps=2", "optimizer.lr=1e300")
+    assert_user_error(capsys, code, "optimizer.lr: must be > 0 and <= 1000, got 1e+300")
+    assert not (tmp_path / "lr").exists()
+
+
+def test_an_empty_data_file_says_so(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    code = run_train(tmp_path, "empty", "train.steps=2", f"data.path={empty}")
+    err = assert_user_error(capsys, code, f"data.path: {empty}: no documents (empty)")
+    assert "StopIteration" not in err
+
+
+def test_mols_samples_below_one_sample_of_all_ranks_says_what_it_measures(tmp_path, capsys):
+    assert run_train(tmp_path, "few", "train.steps=4", "train.warmup_steps=3", "mols.enabled=true",
+                     "mols.estimate_at=1", "mols.samples=2") == 0
+    out = capsys.readouterr().out
+    assert ("warning: mols.samples 2 is less than one gradient sample of all ranks (1 x 4 sequences) and a "
+            "variance needs two: the calibration measures 8 sequences") in out
+    assert "MoLS calibration at step 1: 8 sequences ..." in out
+    (calibration,) = [r for r in read_metrics(tmp_path / "few" / "metrics.jsonl") if r["kind"] == "mols_calibration"]
+    assert calibration["sequences"] == 8 and calibration["gradient_samples"] == 2

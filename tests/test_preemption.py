@@ -1,5 +1,5 @@
 """What a preempted, starved or fed-bad-data job leaves behind: a save that outlives torchrun's 30 s
-(python -m training.launch), a MoLS calibration that a signal stops within seconds, a full disk
+(python -m tools.launch), a MoLS calibration that a signal stops within seconds, a full disk
 said in one message (exit 74), and a bad row of a JSON lines file named by file and line (exit 2)."""
 from __future__ import annotations
 
@@ -45,14 +45,14 @@ def kill_tagged(tag: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# A save longer than torchrun's 30 s: python -m training.launch waits for it
+# A save longer than torchrun's 30 s: python -m tools.launch waits for it
 # ------------------------------------------------------------------------------------------------
 
 def test_a_save_slower_than_30_s_survives_sigterm_to_the_launcher(tmp_path):
     """torch 2.11's torchrun SIGKILLs its workers 30 s after it forwards SIGTERM; every save of
-    tests/slow_save_train.py takes 35 s. Through training.launch the run still stops cleanly."""
+    tests/slow_save_train.py takes 35 s. Through tools.launch the run still stops cleanly."""
     run_dir, tag = tmp_path / "slow", uuid.uuid4().hex
-    command = [sys.executable, "-m", "training.launch", "--nproc_per_node", "2", "--standalone",
+    command = [sys.executable, "-m", "tools.launch", "--nproc_per_node", "2", "--standalone",
                str(ROOT / "tests" / "slow_save_train.py"),
                *arguments(tmp_path, "slow", "train.steps=400", "train.checkpoint_every=0", "data.packing=false")]
     with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
@@ -80,6 +80,58 @@ def test_a_save_slower_than_30_s_survives_sigterm_to_the_launcher(tmp_path):
     assert partial_files(checkpoints) == []
     saved = torch.load(checkpoints / f"step_{at:07d}.pt", weights_only=True)
     assert saved["step"] == at and len(saved["ranks"]) == 2
+
+
+@pytest.mark.parametrize("stop_signal, nproc", [(signal.SIGHUP, 2), (signal.SIGUSR1, 1)],
+                         ids=["SIGHUP to 2 ranks", "SIGUSR1 to 1 rank"])
+def test_the_launcher_passes_sighup_and_sigusr1_on_and_every_worker_saves(tmp_path, stop_signal, nproc):
+    """A dropped ssh session (SIGHUP) and Slurm's warning signal (SIGUSR1) to the launcher: its
+    workers get it, stop after the same step with a checkpoint, and the launcher exits 75."""
+    run_dir, tag = tmp_path / "hup", uuid.uuid4().hex
+    command = [sys.executable, "-m", "tools.launch", "--nproc_per_node", str(nproc), "--standalone",
+               str(ROOT / "train.py"),
+               *arguments(tmp_path, "hup", "train.steps=400", "train.checkpoint_every=0", "data.packing=false")]
+    with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
+        launcher = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=err, start_new_session=True,
+                                    env={**os.environ, **ENV, TAG_VARIABLE: tag})
+    try:
+        seen = signal_when(launcher, run_dir, at_step=3, target_pid=launcher.pid, sig=stop_signal)
+        code = launcher.wait(timeout=240)
+    finally:
+        if launcher.poll() is None:
+            os.killpg(launcher.pid, signal.SIGKILL)
+            launcher.wait()
+        kill_tagged(tag)
+    stderr = (tmp_path / "err.log").read_text()
+    name = signal.Signals(stop_signal).name
+    assert code == EXIT_PREEMPTED, stderr[-3000:]
+    assert f"[launch] stopped by {name}: every worker saved its checkpoint" in stderr
+    (stopped,) = records(run_dir, "stopped")
+    at = stopped["step"]
+    assert stopped["signal"] == name and seen + 1 <= at <= seen + 2
+    assert checkpoint.verify(run_dir / "checkpoints" / f"step_{at:07d}.pt") is True
+    assert len(torch.load(run_dir / "checkpoints" / f"step_{at:07d}.pt", weights_only=True)["ranks"]) == nproc
+
+
+def test_sighup_stops_a_run_unless_it_was_started_ignoring_it():
+    """nohup starts a process with SIGHUP ignored so that it outlives the session: it stays ignored,
+    by the workers and by the launcher's list of signals to pass on."""
+    from tools import launch
+    from training.faults import STOP_SIGNALS, StopRequests
+
+    handlers = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
+    try:
+        stops = StopRequests()
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert stops.name == "SIGHUP"
+        assert "SIGHUP" in launch.signals_to_pass_on().split(",")
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # as under nohup
+        StopRequests()
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+        assert launch.signals_to_pass_on() == "SIGTERM,SIGINT,SIGQUIT,SIGUSR1,SIGUSR2"
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
 
 
 def test_a_partial_file_left_by_a_killed_save_is_removed_on_resume(tmp_path, capsys):
@@ -117,7 +169,7 @@ def wait_for_line(process: subprocess.Popen, log: Path, text: str, timeout: floa
 def test_a_signal_during_the_mols_calibration_stops_it_within_seconds(tmp_path):
     # 4,096 sequences: about 1,024 gradient samples, some 15 s on two busy cores; the signal comes
     # right after the calibration starts and must not wait for its end.
-    config = ["train.steps=6", "train.checkpoint_every=0", "mols.enabled=true", "mols.estimate_at=3",
+    config = ["train.steps=6", "train.checkpoint_every=0", "mols.enabled=true", "mols.estimate_at=3", "train.warmup_steps=4",
               "mols.samples=4096"]
     command = [sys.executable, str(ROOT / "train.py"), *arguments(tmp_path, "stopped", *config)]
     with open(tmp_path / "out.log", "w") as out, open(tmp_path / "err.log", "w") as err:
@@ -256,7 +308,7 @@ def test_a_bad_jsonl_row_names_the_file_and_line(tmp_path, capsys, monkeypatch, 
 
 
 def test_the_launcher_reads_its_own_option_and_rejects_a_bad_one(capsys):
-    from training import launch
+    from tools import launch
 
     assert launch.split_grace(["--stop-grace", "90", "--standalone", "train.py"]) == (90.0, ["--standalone", "train.py"])
     assert launch.split_grace(["--stop-grace=5", "train.py"]) == (5.0, ["train.py"])

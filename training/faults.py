@@ -5,10 +5,10 @@ Exit codes of train.py (also in the README):
     2   bad input (config, file, flag, resume mismatch): a message, no traceback
     65  stopped on a non-finite loss or gradient (on_nonfinite: stop, or too many skips);
         the last good checkpoint is kept
-    74  a checkpoint could not be written (a full disk): the message names the space needed and
-        the last good checkpoint, which is kept
-    75  stopped by a signal (SIGTERM, SIGUSR1, SIGUSR2, SIGINT) after saving a checkpoint at the
-        step it stopped at: `--set run.resume=auto` continues exactly (EX_TEMPFAIL: try again)
+    74  a checkpoint could not be written (a full disk, an I/O error): the message names the space
+        needed (or the error) and the last good checkpoint, which is kept
+    75  stopped by a signal (SIGTERM, SIGHUP, SIGUSR1, SIGUSR2, SIGINT) after saving a checkpoint at
+        the step it stopped at: `--set run.resume=auto` continues exactly (EX_TEMPFAIL: try again)
     other non-zero: an internal error, with its traceback
 """
 from __future__ import annotations
@@ -17,13 +17,14 @@ import signal
 from typing import Optional
 
 import torch
-import torch.distributed as dist
 
 from training import distributed
 
 EXIT_NONFINITE = 65
 EXIT_PREEMPTED = 75
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
+# SIGHUP: the terminal went away (a dropped ssh session on a login node). A process started with
+# it ignored (nohup) keeps ignoring it: that run was meant to outlive the session.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2, signal.SIGINT)
 
 
 class StopRequests:
@@ -36,7 +37,8 @@ class StopRequests:
     def __init__(self, signals=STOP_SIGNALS):
         self.received: Optional[int] = None
         for sig in signals:  # train.main puts the previous handlers back when the run ends
-            signal.signal(sig, self._note)
+            if not (sig == signal.SIGHUP and signal.getsignal(sig) == signal.SIG_IGN):
+                signal.signal(sig, self._note)
 
     def _note(self, signum, frame) -> None:
         if signum == signal.SIGINT and self.received == signal.SIGINT:
@@ -44,16 +46,18 @@ class StopRequests:
         self.received = signum
 
     def poll(self, nonfinite_loss: torch.Tensor, device: torch.device) -> tuple[bool, bool]:
-        """(stop requested on some rank, loss non-finite on some rank)."""
-        flags = torch.stack([torch.tensor(float(self.received is not None), device=device),
-                             nonfinite_loss.to(device=device, dtype=torch.float32)])
+        """(stop requested on some rank, loss non-finite on some rank): the step's one wait for the
+        device, which the decision to step needs. The flags are filled on the device (a python
+        number copied by `torch.tensor(x, device=cuda)` would wait for the GPU's queue first)."""
+        flags = torch.zeros(2, device=device)
+        flags[0] = float(self.received is not None)
+        flags[1] = nonfinite_loss.to(device=device, dtype=torch.float32)
         flags = distributed.all_reduce_tensor(flags).tolist()
         return flags[0] > 0, flags[1] > 0
 
-    def agreed(self, device: torch.device) -> bool:
+    def agreed(self, device: torch.device | None = None) -> bool:
         """Collective: whether any rank was signalled (checked between MoLS gradient samples)."""
-        flag = torch.tensor([float(self.received is not None)], device=device)
-        return bool(distributed.all_reduce_tensor(flag).item() > 0)
+        return distributed.all_reduce_sum([float(self.received is not None)])[0] > 0
 
     @property
     def name(self) -> str:
@@ -73,7 +77,7 @@ def nonfinite_report(model: torch.nn.Module, loss_finite: bool) -> str:
     flags = torch.tensor([g is not None and not bool(torch.isfinite(g).all()) for g in local], dtype=torch.int32,
                          device=next((g.device for g in local if g is not None), "cpu"))
     if any(isinstance(p.grad, DTensor) for _, p in named):  # sharded: each rank saw its shards only
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        distributed.all_reduce_max(flags)
     bad = [(name, param) for (name, param), flag in zip(named, flags.tolist()) if flag]
     parts = [] if loss_finite else ["the loss is non-finite"]
     if bad:

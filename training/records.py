@@ -1,6 +1,8 @@
 """What a run leaves behind: its directory, exact config, environment, metrics, summary and wandb."""
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import platform
@@ -75,24 +77,34 @@ def save_run_records(cfg, run_dir: Path, world_size: int, device: torch.device, 
 
 def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool,
                     world_size: int = 1) -> tuple[Path | None, dict | None]:
-    """Create the run directory; the checkpoint to resume from and its contents (None, None: fresh).
+    """Create the run directory and take its lock; the checkpoint to resume from and its contents
+    (None, None: fresh).
 
-    Collective. Rank 0 alone decides which checkpoint the run resumes from (so ranks cannot pick
-    different ones from differently cached listings) and every rank loads that file; a problem on
-    any rank is raised on every rank. A directory that already holds a run is never overwritten:
-    resume it or pick another name. `resume: auto` skips (and names) a latest checkpoint that
-    cannot be read and takes the one before; an explicit checkpoint that cannot be read is a
-    UserError naming it. A group that torchrun restarted after a rank died resumes as with `auto`.
-    Partial files of a save that was killed are removed."""
+    Collective. Rank 0 takes the run directory's lock (`lock_run_dir`: a second launch into it
+    stops here, exit 2) and alone decides which checkpoint the run resumes from (so ranks cannot
+    pick different ones from differently cached listings); every rank loads that file; a problem
+    on any rank is raised on every rank. A directory that already holds a run is never
+    overwritten: resume it or pick another name. `resume: auto` skips (and names) a latest
+    checkpoint that cannot be read or whose checksums do not match, and takes the one before; an
+    explicit one like that is a UserError naming it. A group that torchrun restarted after a rank
+    died resumes as with `auto`. What a killed save left is put right first: a checkpoint set aside
+    while a save of the same step replaced it, partial files."""
     if resume is None and int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0:
         resume = "auto"
     path, saved, error = None, None, None
     if is_main:
         try:
+            try:
+                run_dir.mkdir(parents=True, exist_ok=True)
+            except OSError as err:
+                raise UserError(f"cannot create the run directory {run_dir}: {err.strerror or err} "
+                                f"(run.out_dir must be writable)") from None
+            lock_run_dir(run_dir)
+            for done in checkpoint.recover_replaced(run_dir / "checkpoints"):
+                print(done, flush=True)
             path, saved = _choose_checkpoint(run_dir, resume)
             for partial in checkpoint.remove_partial_saves(run_dir / "checkpoints"):
-                print(f"removed the partial file of a checkpoint save that was killed: {partial}", flush=True)
-            run_dir.mkdir(parents=True, exist_ok=True)
+                print(f"removed {partial}", flush=True)
         except UserError as err:
             error = err
     distributed.raise_if_any(error, world_size)
@@ -100,7 +112,7 @@ def prepare_run_dir(run_dir: Path, resume: str | None, is_main: bool,
     if chosen is not None and not is_main:
         path = Path(chosen)
         try:
-            saved = checkpoint.load(path)
+            saved = checkpoint.load(path, check=False)  # rank 0 verified it
         except UserError as err:
             error = err
     if chosen is not None:
@@ -115,8 +127,8 @@ def _choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, 
             try:
                 return path, checkpoint.load(path)
             except UserError as err:
-                print(f"warning: skipping unreadable checkpoint {path.name} ({err}); trying the one before",
-                      flush=True)
+                what = "corrupt" if isinstance(err, checkpoint.CorruptCheckpoint) else "unreadable"
+                print(f"warning: skipping {what} checkpoint {path.name} ({err}); trying the one before", flush=True)
         return None, None
     if resume:
         path = checkpoint.resolve(Path(resume))
@@ -125,6 +137,82 @@ def _choose_checkpoint(run_dir: Path, resume: str | None) -> tuple[Path | None, 
         raise UserError(f"run directory {run_dir} already holds a run; continue it with "
                         f"--set run.resume=auto, or pick another run.name")
     return None, None
+
+
+# ------------------------------------------------------------------------------------------------
+# One writer per run directory
+# ------------------------------------------------------------------------------------------------
+
+LOCK_FILE = "run.lock"
+_HELD: dict[Path, int] = {}  # run directory -> descriptor of its lock file, held by this process
+_NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL)  # a filesystem without flock
+
+
+def lock_run_dir(run_dir: Path) -> None:
+    """Make this process the one writer of `run_dir` until `release_run_dirs` or its end.
+
+    An exclusive flock on `run_dir/run.lock`, which says who holds it (pid, host, start time, Slurm
+    job): a second launch into the directory is a UserError (exit 2) naming the directory and that
+    holder. The kernel releases the lock when the process ends, however it ends (a crash, SIGKILL,
+    the OOM killer), so a run that died is resumed at once. Processes
+    forked from this one (DataLoader workers) close their copy: one that outlives its parent does
+    not keep the lock.
+
+    The lock is as good as the filesystem's locks. Local filesystems: exact. NFS: the Linux client
+    turns flock into a lock held by the server (NLM for v3, the protocol's own for v4) that every
+    client sees, unless the mount has `nolock` (v3) or `local_lock=flock` / `all`: then the lock
+    binds the processes of one node only, and a launch on another node is not refused; if the
+    *node* holding the lock dies (not just the process), the server frees it only when the node's
+    lease runs out (v4: about 90 s). Lustre: coherent across nodes with the client mount option
+    `flock`; `localflock` binds one node only; `noflock` refuses locks. GPFS (IBM Storage Scale),
+    BeeGFS (`tuneUseGlobalFileLocks`, off by default) and others: as configured; check once by
+    holding `flock run.lock sleep 60` on one node while `flock -n run.lock true` fails on another.
+    A filesystem that refuses locks gets a one-line warning and the run goes on unlocked."""
+    run_dir = Path(run_dir)
+    lock_file = run_dir / LOCK_FILE
+    try:
+        fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as err:
+        raise UserError(f"cannot write in the run directory {run_dir}: {err.strerror or err} "
+                        f"(run.out_dir must be writable)") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as err:
+        if err.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "which one has not said yet"
+            os.close(fd)
+            raise UserError(f"run directory {run_dir} is in use by another launch ({holder}); wait for it to "
+                            f"end, or pick another run.name") from None
+        os.close(fd)
+        if err.errno not in _NO_LOCKS:
+            raise
+        print(f"warning: the filesystem of {run_dir} does not lock files ({err.strerror}): a second launch "
+              f"into this run directory would not be refused", flush=True)
+        return
+    job = os.environ.get("SLURM_JOB_ID")
+    holder = (f"pid {os.getpid()} on {socket.gethostname()}, started {time.strftime('%Y-%m-%d %H:%M:%S %Z')}"
+              + (f", Slurm job {job}" if job else ""))
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, (holder + "\n").encode(), 0)
+    _HELD[run_dir] = fd
+
+
+def release_run_dirs() -> None:
+    """Give up this process's run directory locks (the end of train.main; in-process callers run again)."""
+    while _HELD:
+        _, fd = _HELD.popitem()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _close_in_child() -> None:
+    # A forked child closes its copies without unlocking: the lock stays with the parent alone.
+    for fd in _HELD.values():
+        os.close(fd)
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_close_in_child)
 
 
 WANDB_MODES = ("disabled", "offline", "online")

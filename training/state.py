@@ -6,7 +6,8 @@
 
 A checkpoint holds the model, the optimizer (optimizers.export_state), MoLS's calibration and
 ramp, the step, tokens seen, training seconds so far, and per rank its data-stream positions and
-RNG states, plus the config it ran with. One file, written atomically (training/checkpoint.py).
+RNG states, plus the config it ran with. One file (a directory of shards under FSDP), written
+atomically with its checksums (training/checkpoint.py).
 """
 from __future__ import annotations
 
@@ -75,19 +76,15 @@ class TrainingState:
                        "elapsed": self.seconds(), "method": getattr(self.optimizer, "mols_method", None),
                        "mols": None if self.mols is None else self.mols.state_dict(), "ranks": ranks,
                        "world_size": world_size, "config": config}
-        error = None
-        try:
-            checkpoint.save_sharded({"model": model_state, "optimizer": optimizer_state}, trainer, path)
-        except checkpoint.StorageError as err:
-            error = err
-        distributed.raise_if_any(error, world_size)
+        # a StorageError there is raised on every rank at once (the ranks agree before each write)
+        checkpoint.save_sharded({"model": model_state, "optimizer": optimizer_state}, trainer, path)
 
     def restore(self, saved: dict, rank: int, path: Path) -> None:
         """Load a checkpoint written by `save` (or by the format-1 trainer) into this state."""
         if bool(saved.get("sharded")) != is_sharded(self.model):
             raise UserError(f"checkpoint {path} was written by a {'sharded' if saved.get('sharded') else 'DDP'} run "
                             f"and this run is {'sharded' if is_sharded(self.model) else 'not'} (train.parallel); "
-                            f"`python -m training.consolidate` turns a sharded checkpoint into one file")
+                            f"`python -m tools.consolidate` turns a sharded checkpoint into one file")
         if is_sharded(self.model):
             self._restore_sharded(saved, path)
         else:
