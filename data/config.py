@@ -24,15 +24,20 @@ class DataConfig:
     shuffle_seed: int = 42           # data order, independent of run.seed (paper: 42)
     shuffle_buffer: int = 10000      # streamed sources only
     num_workers: int = 1             # tokenizer worker processes for streamed sources
+    prefetch: int = 2                # training micro-batches made ahead in a thread (pinned on a GPU); 0: none
     val_tokens: int = 10_000_000     # fixed validation budget (non-pad tokens)
     # Hyper-parameters chosen on the data a result is reported on are chosen optimistically: true
     # deals the validation documents alternately to the reported split (even positions: every
     # `val` record) and a selection split (odd positions: `val_selection`, at the end of the run),
     # each up to half of data.val_tokens. `reproduce results` picks learning rates on the latter.
     val_selection: bool = False
-    # instructions (data/instructions.py): Alpaca-style records, the loss on the response only
+    # instructions (data/instructions.py): Alpaca-style records, the loss on the response (or every token)
     cutoff_len: int = 2048           # instructions: prompt + response truncated to this many tokens
-    chat_template: Optional[bool] = None  # instructions: the tokenizer's chat template (null: where it has one)
+    chat_template: Optional[bool] = None  # instructions: the tokenizer's chat template (null: where it has one,
+                                          # else the Alpaca prompt; false: always the Alpaca prompt)
+    # instructions: the loss on the prompt too (LLM-Adapters' train_on_inputs default, Table 4);
+    # false: on the response only
+    train_on_inputs: bool = False
 
     @property
     def instructions(self) -> bool:
@@ -51,12 +56,17 @@ class DataConfig:
         check_range(problems, "data.shuffle_buffer", self.shuffle_buffer, low=0, low_open=True)
         check_range(problems, "data.shuffle_seed", self.shuffle_seed, low=0)
         check_range(problems, "data.num_workers", self.num_workers, low=0)
+        check_range(problems, "data.prefetch", self.prefetch, low=0)
         check_range(problems, "data.pack_window", self.pack_window, low=0)
         check_range(problems, "data.cutoff_len", self.cutoff_len, low=2)
         if self.instructions:
             problems.extend(self._instruction_problems())
-        elif self.chat_template is not None:
-            problems.append("data.chat_template: only used with data.source: instructions")
+        else:
+            if self.chat_template is not None:
+                problems.append("data.chat_template: only used with data.source: instructions")
+            if self.train_on_inputs:
+                problems.append("data.train_on_inputs: only used with data.source: instructions (documents are "
+                                "trained on every token)")
         if self.source == "local" and not self.path:
             problems.append("data.path: required when data.source is 'local' (a file, directory or glob)")
         if self.source == "tokens":

@@ -12,6 +12,7 @@ learning rate (Adam, AdamW, Muon, LAMB, Lion, ...) equals giving that slice its 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import warnings
@@ -20,8 +21,10 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
+from mols.config import MoLSConfig
 from mols.groups import MIXED, Segment, classify
-from mols.snr import SNR_KINDS, SNRMeasurement, default_loss, jackknife_se, measure_module_snr, t_quantile_975
+from mols.snr import (SNR_KINDS, DTensor, SNRMeasurement, default_loss, jackknife_se, local_rows, measure_module_snr,
+                      t_quantile_975)
 
 UNSCALED = ("other", MIXED)  # classes that always keep multiplier 1
 AUTO_REFERENCE_CANDIDATES = ("qk", "vo", "mlp", "attn")
@@ -98,6 +101,8 @@ class Calibration:
     # samples gives a standard error for each module SNR and each alpha (the alpha's covers the
     # reference's uncertainty too), and a 95% interval alpha +- t(G-1) * se. Empty when off.
     snr: str = "plain"                                                     # plain | corrected
+    estimator: str = "mean"            # how element statistics made the module SNR (mean: the paper's)
+    moments: str = "welford"           # welford (the paper's), or ema with its decay, e.g. "ema 0.95"
     uncertainty_groups: int = 0
     statistics_bytes: int = 0          # memory of the moments on one rank (sharded: its 1/world of them)
     statistics_node_bytes: int = 0     # ... on one node: one rank's x the ranks on the node
@@ -122,7 +127,9 @@ class Calibration:
             return "\n".join(lines)
         lines = [f"MoLS calibration at step {self.step}: {self.sequences} sequences in "
                  f"{self.gradient_samples} gradient samples, {self.seconds:.1f}s; reference {self.reference}"
-                 + ("; bias-corrected SNR" if self.snr == "corrected" else "")]
+                 + ("; bias-corrected SNR" if self.snr == "corrected" else "")
+                 + (f"; module SNR: {self.estimator}" if self.estimator != "mean" else "")
+                 + (f"; moments: {self.moments}" if self.moments != "welford" else "")]
         if self.statistics_bytes:
             lines.append(f"  host memory of the statistics: {self.statistics_bytes / 2**20:,.1f} MiB per rank, "
                          f"{self.statistics_node_bytes / 2**20:,.1f} MiB per node")
@@ -168,6 +175,29 @@ class Calibration:
         return said
 
 
+def local_tensor(param: torch.Tensor) -> torch.Tensor:
+    """The part of a parameter this rank holds: a sharded (FSDP2) parameter's local shard, in
+    place; any other tensor itself."""
+    return param.to_local() if isinstance(param, DTensor) else param
+
+
+def local_segment(seg: Segment, param: torch.Tensor, local: torch.Tensor) -> torch.Tensor:
+    """`seg` of `param`, cut from `local` (this rank's part of it, or a copy of that part), as a
+    view. A slice along the dimension FSDP shards (GPT-2's fused bias: Q, K and V along dim 0)
+    is narrowed to the rows this rank holds: narrowing the sharded parameter itself there would
+    gather a new tensor, and a scaled update written into it would never reach the weights."""
+    if seg.dim is None:
+        return local
+    if isinstance(param, DTensor):
+        (placement,) = param.placements  # FSDP2 shards dim 0 over a 1-D mesh
+        if placement.is_shard() and placement.dim == seg.dim:
+            first, count = local_rows(param.shape[seg.dim], param.device_mesh.get_coordinate()[0],
+                                      param.device_mesh.size(0))
+            start, stop = max(seg.start, first), min(seg.stop, first + count)
+            return local.narrow(seg.dim, start - first, stop - start) if stop > start else local.narrow(seg.dim, 0, 0)
+    return seg.view(local)
+
+
 def segments_of(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> list[Segment]:
     """What MoLS measures and scales, read from the optimizer's groups (their `module_class`).
 
@@ -197,17 +227,24 @@ class MoLS:
     Usage in any loop (see README):  mols = MoLS(model, optimizer, estimate_step=..., warmup_steps=...)
     with `optimizer` built on `param_groups(model, grouping)` (the classes come from its groups);
     at step `mols.estimate_step` call `mols.calibrate(model, batches)`; call optimizer.step() as usual.
+    Its settings are `mols.settings` (a mols.config.MoLSConfig), read where they are used.
     """
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *, estimate_step: int,
-                 warmup_steps: int, reference: str = "vo", min_alpha: Optional[float] = None,
-                 max_alpha: Optional[float] = None, estimator: str = "mean", zero_variance: str = "count",
-                 fixed_multipliers: Optional[dict[str, float]] = None,
-                 stats_device: str | torch.device = "cpu", reestimate_every: int = 0,
-                 reestimate_ramp_steps: int = 100, step: Optional[Callable[[], int]] = None,
-                 samples: int = 2048, track_every: int = 0, track_samples: int = 256, snr: str = "plain",
-                 uncertainty_groups: int = 4, uncertainty_warn: Optional[float] = 0.2,
-                 shard_statistics: bool = True):
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, settings: Optional[MoLSConfig] = None,
+                 *, estimate_step: int, warmup_steps: int, device: torch.device | str = "cpu",
+                 step: Optional[Callable[[], int]] = None, **changes):
+        """`settings`: a mols.config.MoLSConfig (a run config's `mols` section; its defaults when
+        None), with `changes` of its fields by name (`MoLS(model, optimizer, estimate_step=100,
+        warmup_steps=1000, min_alpha=1.0)`). `device`: where `stats_device: device` keeps the
+        statistics. `step`: the loop's update counter (without it MoLS counts the optimizer's steps
+        itself, and saves the count)."""
+        settings = dataclasses.replace(settings or MoLSConfig(), **changes)
+        problems = settings.value_problems()
+        if problems:
+            raise ValueError("MoLS: " + "; ".join(problems))
+        self.settings = settings
+        self.estimate_step, self.warmup_steps = estimate_step, warmup_steps
+        self.stats_device = {"cpu": "cpu", "device": device}.get(settings.stats_device, settings.stats_device)
         inner = getattr(model, "module", model)
         self.params = dict(inner.named_parameters())
         self.segments: list[Segment] = segments_of(optimizer, inner)
@@ -219,56 +256,21 @@ class MoLS:
         if not classes:
             raise ValueError(f"MoLS: no parameter of {type(inner).__name__} is in a module class it can scale; "
                              "add its name patterns to mols/groups.py")
-        if fixed_multipliers is not None:
-            unknown = [c for c in fixed_multipliers if not any(k == c or k.endswith("." + c) for k in classes)]
+        fixed, reference = settings.fixed_multipliers, settings.reference
+        if fixed is not None:
+            unknown = [c for c in fixed if not any(k == c or k.endswith("." + c) for k in classes)]
             if unknown:
                 raise ValueError(f"MoLS: fixed_multipliers names {', '.join(map(repr, unknown))}, not a module class "
                                  f"of the optimizer's groups (classes: {', '.join(sorted(classes))})")
         elif reference not in ("max", "auto") and not any(c == reference or c.endswith("." + reference) for c in classes):
             raise ValueError(f"MoLS: reference {reference!r} matches no module class of the optimizer's groups "
                              f"(classes: {', '.join(sorted(classes))}); set mols.reference")
-        self.estimate_step, self.warmup_steps = estimate_step, warmup_steps
-        self.reference, self.min_alpha, self.max_alpha = reference, min_alpha, max_alpha
-        self.estimator, self.stats_device = estimator, stats_device
-        if zero_variance not in ("count", "exclude"):
-            raise ValueError(f"MoLS: unknown zero_variance {zero_variance!r} (count or exclude)")
-        self.zero_variance = zero_variance
-        if snr not in SNR_KINDS:
-            raise ValueError(f"MoLS: unknown snr {snr!r} (plain or corrected)")
-        if uncertainty_groups < 0 or uncertainty_groups == 1:
-            raise ValueError(f"MoLS: uncertainty_groups must be 0 (off) or at least 2, got {uncertainty_groups}")
-        # snr: the per-element estimator; uncertainty_groups: G groups of samples for the jackknife
-        # (8 bytes x G per parameter beside the 8 of the estimate); an alpha whose 95% interval's
-        # half-width exceeds uncertainty_warn x alpha is warned about.
-        self.snr, self.uncertainty_groups, self.uncertainty_warn = snr, uncertainty_groups, uncertainty_warn
-        self.shard_statistics = shard_statistics  # with several ranks: each keeps 1/world of the moments
-        self.fixed_multipliers = None if fixed_multipliers is None else dict(fixed_multipliers)
-        self.reestimate_every, self.reestimate_ramp_steps = reestimate_every, reestimate_ramp_steps
-        # How many sequences a calibration and a tracking measurement use; track_every > 0 measures
-        # SNRs every so many updates without changing anything (the paper's Figure 1).
-        self.samples, self.track_every, self.track_samples = samples, track_every, track_samples
-        # The update being taken. A training loop passes its own counter (`step=lambda: ...`), so
-        # there is one; without it MoLS counts the optimizer's steps itself (and saves the count).
         self._external_step = step
         self._own_step = 0
         self.ramp: Optional[Ramp] = None    # None until the first calibration
         self.calibrations: list[Calibration] = []
         self._hook_handles = []
         self.attach(optimizer)
-
-    @classmethod
-    def from_config(cls, model: torch.nn.Module, optimizer: torch.optim.Optimizer, cfg, *, estimate_step: int,
-                    warmup_steps: int, device: torch.device | str = "cpu",
-                    step: Optional[Callable[[], int]] = None) -> "MoLS":
-        """MoLS with the settings of a `mols.config.MoLSConfig` (the `mols` section of a run config)."""
-        return cls(model, optimizer, estimate_step=estimate_step, warmup_steps=warmup_steps,
-                   reference=cfg.reference, min_alpha=cfg.min_alpha, max_alpha=cfg.max_alpha,
-                   estimator=cfg.estimator, zero_variance=cfg.zero_variance,
-                   fixed_multipliers=cfg.fixed_multipliers, stats_device="cpu" if cfg.stats_device == "cpu" else device,
-                   reestimate_every=cfg.reestimate_every, reestimate_ramp_steps=cfg.reestimate_ramp_steps,
-                   step=step, samples=cfg.samples, track_every=cfg.track_every, track_samples=cfg.track_samples,
-                   snr=cfg.snr, uncertainty_groups=cfg.uncertainty_groups, uncertainty_warn=cfg.uncertainty_warn,
-                   shard_statistics=cfg.shard_statistics)
 
     @property
     def step(self) -> int:
@@ -279,16 +281,16 @@ class MoLS:
         if not self.calibrations:
             return step >= self.estimate_step
         last = self.calibrations[-1].step
-        return bool(self.reestimate_every) and step >= last + self.reestimate_every
+        return bool(self.settings.reestimate_every) and step >= last + self.settings.reestimate_every
 
     def tracking_due(self, step: int) -> bool:
-        return bool(self.track_every) and step % self.track_every == 0
+        return bool(self.settings.track_every) and step % self.settings.track_every == 0
 
     def draws(self, what: str, sequences_per_draw: int) -> int:
         """Extra batches a calibration ("calibrate": `samples` sequences) or a tracking measurement
         ("track": `track_samples`) draws when each draw holds `sequences_per_draw` sequences over
         all ranks; at least 2, since a variance needs two samples."""
-        sequences = {"calibrate": self.samples, "track": self.track_samples}[what]
+        sequences = {"calibrate": self.settings.samples, "track": self.settings.track_samples}[what]
         return max(2, math.ceil(sequences / sequences_per_draw))
 
     # -- what -------------------------------------------------------------------------------------
@@ -305,9 +307,15 @@ class MoLS:
                 should_stop: Optional[Callable[[], bool]] = None, groups: int = 0) -> SNRMeasurement:
         """Module SNRs now, without changing anything (for SNR tracking over training); `groups`
         > 1 adds their jackknife standard errors."""
+        cfg = self.settings
         return measure_module_snr(model, batches, self.segments, loss_fn=loss_fn, stats_device=self.stats_device,
-                                  estimator=self.estimator, zero_variance=self.zero_variance, snr=self.snr,
-                                  groups=groups, should_stop=should_stop, shard=self.shard_statistics)
+                                  estimator=cfg.estimator, zero_variance=cfg.zero_variance, snr=cfg.snr,
+                                  groups=groups, should_stop=should_stop, shard=cfg.shard_statistics,
+                                  ema_decay=cfg.ema_decay if cfg.moments == "ema" else None)
+
+    def _alphas(self, module_snr: dict[str, float]) -> tuple[dict[str, float], str]:
+        cfg = self.settings
+        return compute_alphas(module_snr, cfg.reference, cfg.min_alpha, cfg.max_alpha)
 
     def _uncertainty(self, result: SNRMeasurement, alphas: dict[str, float]) -> dict:
         """Calibration fields for the jackknife of module SNRs and alphas ({} without replicates)."""
@@ -315,17 +323,16 @@ class MoLS:
             return {}
         with warnings.catch_warnings():  # a replicate's own zero-SNR warning repeats the estimate's
             warnings.simplefilter("ignore")
-            replicate_alphas = [compute_alphas(r, self.reference, self.min_alpha, self.max_alpha)[0]
-                                for r in result.replicates]
+            replicate_alphas = [self._alphas(r)[0] for r in result.replicates]
         alpha_se = jackknife_se(replicate_alphas)
         t = t_quantile_975(len(result.replicates) - 1)
         alpha_se = {c: se for c, se in alpha_se.items() if c in alphas and c not in UNSCALED}
         low = {c: max(0.0, alphas[c] - t * se) for c, se in alpha_se.items()}
         high = {c: alphas[c] + t * se for c, se in alpha_se.items()}
         uncertain = []
-        if self.uncertainty_warn is not None:
+        if self.settings.uncertainty_warn is not None:
             uncertain = [c for c in sorted(high) if c not in UNSCALED and alphas[c] > 0
-                         and (high[c] - low[c]) / 2 > self.uncertainty_warn * alphas[c]]
+                         and (high[c] - low[c]) / 2 > self.settings.uncertainty_warn * alphas[c]]
         return {"module_snr_se": dict(result.module_snr_se), "alpha_se": alpha_se, "alpha_low": low,
                 "alpha_high": high, "uncertain": uncertain}
 
@@ -335,8 +342,7 @@ class MoLS:
         alpha (what there is of the two)."""
         with warnings.catch_warnings():  # a class of corrected SNR 0 says so through the plain one already
             warnings.simplefilter("ignore")
-            corrected = compute_alphas(result.module_snr_corrected, self.reference, self.min_alpha,
-                                       self.max_alpha)[0]
+            corrected = self._alphas(result.module_snr_corrected)[0]
         biased = []
         for cls, alpha in alphas.items():
             if cls in UNSCALED or cls not in corrected or alpha <= 0:
@@ -344,8 +350,8 @@ class MoLS:
             reaches = []
             if cls in uncertainty.get("alpha_high", {}):
                 reaches.append((uncertainty["alpha_high"][cls] - uncertainty["alpha_low"][cls]) / 2)
-            if self.uncertainty_warn is not None:
-                reaches.append(self.uncertainty_warn * alpha)
+            if self.settings.uncertainty_warn is not None:
+                reaches.append(self.settings.uncertainty_warn * alpha)
             if reaches and abs(corrected[cls] - alpha) > max(reaches):
                 biased.append(cls)
         return {"alphas_corrected": corrected, "biased": biased}
@@ -357,23 +363,25 @@ class MoLS:
         alphas ramp in instead. `should_stop` (asked after every gradient sample) ends it early
         with mols.snr.MeasurementInterrupted, leaving MoLS as it was."""
         step = self.step
-        if self.fixed_multipliers is not None:
+        if self.settings.fixed_multipliers is not None:
             classes = sorted({s.module_class for s in self.segments} - set(UNSCALED))
-            alphas = {c: float(next((v for k, v in self.fixed_multipliers.items()
+            alphas = {c: float(next((v for k, v in self.settings.fixed_multipliers.items()
                                      if c == k or c.endswith("." + k)), 1.0)) for c in classes}
             result, ref = SNRMeasurement({}, 0, 0, 0.0), FIXED
         else:
-            result = self.measure(model, batches, loss_fn, should_stop, groups=self.uncertainty_groups)
-            alphas, ref = compute_alphas(result.module_snr, self.reference, self.min_alpha, self.max_alpha)
+            result = self.measure(model, batches, loss_fn, should_stop, groups=self.settings.uncertainty_groups)
+            alphas, ref = self._alphas(result.module_snr)
         if self.calibrations:  # re-estimation: from the current multipliers, over a fixed window
-            end = step + self.reestimate_ramp_steps
+            end = step + self.settings.reestimate_ramp_steps
         else:                  # the paper: from 1 to alpha over the remaining warm-up
             end = max(self.warmup_steps, step)
         current = {c: self.multiplier(c, step) for c in alphas}
         self.ramp = Ramp(step, end, current, alphas)
         extra = {} if ref == FIXED else {
-            "snr": self.snr, "uncertainty_groups": self.uncertainty_groups,
-            "statistics_bytes": result.statistics_bytes, "uncertainty_warn": self.uncertainty_warn,
+            "snr": self.settings.snr, "uncertainty_groups": self.settings.uncertainty_groups,
+            "estimator": self.settings.estimator,
+            "moments": "welford" if self.settings.moments == "welford" else f"ema {self.settings.ema_decay:g}",
+            "statistics_bytes": result.statistics_bytes, "uncertainty_warn": self.settings.uncertainty_warn,
             "statistics_node_bytes": result.statistics_bytes * int(os.environ.get("LOCAL_WORLD_SIZE", "1")),
             **self._uncertainty(result, alphas)}
         if ref != FIXED and result.module_snr_corrected:
@@ -398,14 +406,15 @@ class MoLS:
             snapshots.clear()
             for name, segs in self.fused.items():
                 if any(self.multiplier(s.module_class) != 1.0 for s in segs):
-                    snapshots[name] = self.params[name].detach().clone()
+                    snapshots[name] = local_tensor(self.params[name]).detach().clone()
 
         @torch.no_grad()
         def post_step(opt, args, kwargs):
             for name, before in snapshots.items():
-                after = self.params[name]
+                param = self.params[name]
+                after = local_tensor(param)
                 for seg in self.fused[name]:
-                    old, new = seg.view(before), seg.view(after)
+                    old, new = local_segment(seg, param, before), local_segment(seg, param, after)
                     new.copy_(old + self.multiplier(seg.module_class) * (new - old))
             snapshots.clear()
             for group, lr in zip(opt.param_groups, saved_lrs):

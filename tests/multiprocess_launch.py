@@ -13,9 +13,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def torchrun(script_args: list[str], nproc: int = 2, env: dict | None = None, timeout: float = 300,
-             max_restarts: int = 0, wait: bool = True) -> subprocess.CompletedProcess | subprocess.Popen:
+             max_restarts: int = 0, wait: bool = True,
+             script: Path = ROOT / "train.py") -> subprocess.CompletedProcess | subprocess.Popen:
     """`python -m torch.distributed.run --standalone --nproc_per_node N [--max-restarts K] train.py
     <script_args>` with OMP_NUM_THREADS=1 (N processes on a couple of cores), text output captured.
+    `script` runs in place of train.py (tests/fault_injection.py's, for one).
 
     wait=True: runs it to the end (or `timeout` seconds) and returns the CompletedProcess.
     wait=False: returns the running Popen (stdout/stderr pipes, own process group so the caller
@@ -24,7 +26,7 @@ def torchrun(script_args: list[str], nproc: int = 2, env: dict | None = None, ti
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc)]
     if max_restarts:
         command += ["--max-restarts", str(max_restarts)]
-    command += [str(ROOT / "train.py"), *script_args]
+    command += [str(script), *script_args]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
     if not wait:
         return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

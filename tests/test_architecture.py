@@ -1,10 +1,10 @@
 """The package layering and the module graph, read from the import statements of every .py file
 of the packages (issues 8 and 18).
 
-    configs  <-  data, models  <-  optimizers  <-  training  <-  reproduce
+    configs  <-  data, models  <-  optimizers  <-  training  <-  tools, reproduce
     mols imports none of them; models and optimizers may import mols; optimizers read model facts
-    from models; reproduce (the paper's sweeps and tables) sits on top: it may import every other
-    package, and none may import it
+    from models; tools (what the commands around a run use) and reproduce (the paper's sweeps and
+    tables) sit on top: they may import every package below them, and none below imports them
 
 train.py, scripts/ and tests/ are outside the layering (they may import any package). Every
 `import` / `from ... import` counts, also those inside functions (lazy imports still tie the
@@ -21,7 +21,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training", "reproduce")
+PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training", "tools", "reproduce")
 OPTIONAL = {"reproduce"}  # being created; until then an empty package
 ALLOWED = {
     "configs": set(),
@@ -30,7 +30,8 @@ ALLOWED = {
     "models": {"configs", "mols"},
     "optimizers": {"configs", "mols", "models"},
     "training": {"configs", "data", "models", "mols", "optimizers"},
-    "reproduce": {"configs", "data", "models", "mols", "optimizers", "training"},
+    "tools": {"configs", "data", "models", "mols", "optimizers", "training"},
+    "reproduce": {"configs", "data", "models", "mols", "optimizers", "training", "tools"},
 }
 
 
@@ -227,3 +228,75 @@ def test_no_script_imports_another_script():
                 if (head == "scripts" and rest.split(".")[0] in names) or head in names:
                     offenders.append(f"{path.name}:{node.lineno} imports {module}")
     assert not offenders, offenders
+
+
+# ------------------------------------------------------------------------------------------------
+# Collectives: one rule for where their tensors live (issue 29)
+# ------------------------------------------------------------------------------------------------
+
+# torch.distributed's collectives and object collectives: each takes tensors on the backend's
+# device (NCCL: CUDA only), which gloo on a CPU never checks.
+COLLECTIVES = {"all_reduce", "all_gather", "all_gather_into_tensor", "all_gather_object", "all_to_all",
+               "all_to_all_single", "barrier", "broadcast", "broadcast_object_list", "gather", "gather_object",
+               "reduce", "reduce_scatter", "reduce_scatter_tensor", "scatter", "scatter_object_list", "send",
+               "recv", "isend", "irecv", "monitored_barrier"}
+COLLECTIVES_HOME = "mols/collectives.py"
+
+
+def direct_collective_calls(path: Path) -> list[str]:
+    """`file:line name` of every call of a torch.distributed collective in one file: through the
+    module (`dist.all_reduce(...)`, `torch.distributed.all_reduce(...)`) or a name imported from it
+    (`from torch.distributed import all_reduce`)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    module_aliases = {"torch.distributed"}
+    imported = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            module_aliases |= {a.asname for a in node.names if a.name == "torch.distributed" and a.asname}
+        elif isinstance(node, ast.ImportFrom) and node.module == "torch.distributed":
+            imported |= {a.asname or a.name for a in node.names if a.name in COLLECTIVES}
+        elif isinstance(node, ast.ImportFrom) and node.module == "torch":
+            module_aliases |= {a.asname or a.name for a in node.names if a.name == "distributed"}
+
+    def dotted(expr) -> str:
+        if isinstance(expr, ast.Name):
+            return expr.id
+        if isinstance(expr, ast.Attribute):
+            return f"{dotted(expr.value)}.{expr.attr}"
+        return ""
+
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        name = dotted(node.func)
+        owner, _, attr = name.rpartition(".")
+        if (attr in COLLECTIVES and owner in module_aliases) or (not owner and name in imported):
+            found.append(f"{path.relative_to(ROOT)}:{node.lineno} {name}")
+    return found
+
+
+def project_sources() -> list[Path]:
+    files = [path for package in PACKAGES for path in source_files(package)]
+    return files + [ROOT / "train.py", *sorted((ROOT / "scripts").glob("*.py"))]
+
+
+def test_the_collective_scanner_sees_every_spelling(tmp_path, monkeypatch):
+    probe = tmp_path / "probe.py"
+    probe.write_text("import torch\nimport torch.distributed as dist\nfrom torch.distributed import all_reduce as ar\n"
+                     "from torch import distributed\n\n"
+                     "def f(t):\n    dist.all_reduce(t)\n    torch.distributed.barrier()\n    ar(t)\n"
+                     "    distributed.all_gather_object([], 1)\n    dist.get_rank()\n    t.all_reduce()\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert direct_collective_calls(probe) == ["probe.py:7 dist.all_reduce", "probe.py:8 torch.distributed.barrier",
+                                              "probe.py:9 ar", "probe.py:10 distributed.all_gather_object"]
+
+
+def test_every_collective_goes_through_mols_collectives():
+    """mols/collectives.py moves a collective's tensors to the backend's device (NCCL: the GPU). A
+    collective called anywhere else could hand NCCL a host tensor, which gloo, and so every CPU
+    test, accepts: the first multi-GPU MoLS calibration crashed that way."""
+    offenders = [call for path in project_sources() if path.relative_to(ROOT).as_posix() != COLLECTIVES_HOME
+                 for call in direct_collective_calls(path)]
+    assert not offenders, ("call these through mols.collectives (or training.distributed), which applies the "
+                           "device rule:\n" + "\n".join(offenders))

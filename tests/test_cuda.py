@@ -3,24 +3,32 @@
 These run only where CUDA is present (skipped on CPU-only machines and in CI); on a GPU machine:
 `pytest -m cuda tests/test_cuda.py`. Each asserts something a wrong GPU path breaks: bf16-mixed
 gradients and training that track fp32 and leave chance (ln 2000 = 7.6) well behind, MoLS
-statistics that do not depend on where they are kept, fp32 RoPE frequencies under bf16-pure,
-a checkpoint that restores a CUDA run exactly, and every memory-saving optimizer stepping there.
+statistics that do not depend on where they are kept or on the thread that folds them, fp32 RoPE
+frequencies under bf16-pure, a checkpoint that restores a CUDA run exactly, every memory-saving
+optimizer stepping there, pinned prefetched batches that train exactly as batches made in line,
+train.py under FSDP with MoLS on an NCCL group (CUDA tensors only in every collective), and an
+update that waits for the device only where it decides whether to step.
 The helpers are scripts/gpu_report.py's (it runs the same comparisons at the paper's sizes); the
 thresholds' margins were measured on a CPU (bf16 autocast there), noted at each.
 """
 import math
+import time
 
 import pytest
 import torch
 
-from data import get_tokenizer
+import train
+from data import build_train_stream, get_tokenizer
+from data.prefetch import Prefetcher
 from models import mean_loss
-from mols import classify, measure_module_snr, param_groups
+from mols import GradientMoments, classify, measure_module_snr, param_groups
 from optimizers import build_optimizer
-from scripts.gpu_report import (OPTIMIZERS, TOKENIZER, gradient_agreement, gradients, loss_curve, paper_config,
-                                prepare, snr_on_cpu_and_device, text_batches, train_step)
+from scripts.gpu_report import (OPTIMIZERS, TOKENIZER, FsdpMolsRun, fsdp_mols_train, gradient_agreement, gradients,
+                                loss_curve, paper_config, prepare, snr_on_cpu_and_device, text_batches, train_step)
+from test_faults import arguments, final_model
 from training import checkpoint
 from training.evaluation import to_device
+from training.faults import StopRequests
 from training.state import TrainingState
 
 pytestmark = [pytest.mark.cuda,
@@ -160,3 +168,169 @@ def test_each_optimizer_steps_on_the_device(tokenizer, method):
     for name, param in model.named_parameters():
         assert param.device.type == DEVICE.type and torch.isfinite(param).all(), name
         assert not torch.equal(param, before[name]), f"{name} did not move"
+
+
+def test_prefetched_batches_are_pinned_and_a_cuda_run_trains_the_same_with_and_without_prefetching(
+        tokenizer, tmp_path, monkeypatch):
+    """data.prefetch on a GPU: the thread hands out the stream's own batches in page-locked memory
+    (so the copy to the device does not wait for the host), and six updates of train.py on CUDA
+    (two micro-batches each) end on bitwise the weights of the same run with batches made in line.
+    Deterministic kernels (torch.use_deterministic_algorithms) for both runs: the two can differ
+    by their data only."""
+    data = config(tokenizer, "llama_micro", "fp32", "data.seq_len=64").data
+
+    def stream():
+        return build_train_stream(data, tokenizer, rank=0, world_size=1, micro_batch=4)
+
+    plain = stream()
+    expected = [plain.next_batch() for _ in range(3)]
+    plain.close()
+    ahead = Prefetcher(stream(), depth=2, pin_memory=True)
+    try:
+        for want in expected:
+            got = ahead.next_batch()
+            assert set(got) == set(want)
+            for key, value in got.items():
+                assert value.is_pinned() and torch.equal(value, want[key]), key
+    finally:
+        ahead.close()
+
+    monkeypatch.setenv("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    deterministic = torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled()
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    try:
+        for name, depth in (("ahead", 2), ("inline", 0)):
+            assert train.main(arguments(tmp_path, name, "train.device=cuda", "train.steps=6",
+                                        "train.checkpoint_every=0", f"data.prefetch={depth}")) == 0
+    finally:
+        torch.use_deterministic_algorithms(deterministic[0], warn_only=deterministic[1])
+    prefetched, inline = final_model(tmp_path / "ahead"), final_model(tmp_path / "inline")
+    assert set(prefetched) == set(inline)
+    for key, tensor in inline.items():
+        assert torch.equal(prefetched[key], tensor), key
+
+
+def test_threaded_host_folds_of_cuda_gradients_give_bitwise_the_moments_of_the_in_line_fold():
+    """MoLS with statistics on the CPU and gradients on the GPU (mols.snr.HostFolds): each gradient
+    is copied into a reused pinned buffer without a host wait and folded by a worker thread once
+    the copy's event says it landed. The GPU is kept busy before every sample and the gradients
+    are overwritten in place by the next one (as a backward does), so a fold that read its buffer
+    before the copy, or a copy that read the gradient after it changed, would show. fp32 and bf16
+    gradients (bf16-pure's), a missing gradient (zeros), uncertainty groups: every moment equals
+    the in-line fold's bitwise."""
+    torch.manual_seed(0)
+    shapes = {"embed": ((2000, 512), torch.float32), "proj": ((512, 1536), torch.float32),
+              "norm": ((512,), torch.float32), "bf16": ((1024, 512), torch.bfloat16)}
+    params = {name: torch.nn.Parameter(torch.zeros(shape, dtype=dtype, device=DEVICE))
+              for name, (shape, dtype) in shapes.items()}
+    samples = [{name: torch.randn(shape, device=DEVICE).to(dtype) * (1 + s)
+                for name, (shape, dtype) in shapes.items()} for s in range(10)]
+    samples[3]["norm"] = None  # counts as a zero gradient
+
+    def fold_all(threaded: bool) -> GradientMoments:
+        for p in params.values():
+            p.grad = None
+        moments = GradientMoments(params, "cpu", groups=2, threaded=threaded)
+        for sample in samples:
+            torch.cuda._sleep(2_000_000)  # the GPU is busy: the copies below wait in its queue
+            for name, p in params.items():
+                if sample[name] is None:
+                    p.grad = None
+                elif p.grad is None:
+                    p.grad = sample[name].clone()
+                else:
+                    p.grad.copy_(sample[name])
+            moments.add_current_grads()
+        moments.finish_folds()
+        return moments
+
+    threaded, inline = fold_all(True), fold_all(False)
+    assert threaded._host.threaded and threaded._host._free is not None  # the pinned path ran
+    assert all(buffer.is_pinned() for buffer in threaded._host._free.queue)
+    assert not inline._host.threaded and inline._host._free is None
+    assert threaded.count == inline.count == 10 and threaded.group_count == inline.group_count == [5, 5]
+    for name in shapes:
+        assert torch.equal(threaded.mean[name], inline.mean[name]), name
+        assert torch.equal(threaded.m2[name], inline.m2[name]), name
+        for group in range(2):
+            assert torch.equal(threaded.group_mean[group][name], inline.group_mean[group][name]), (name, group)
+            assert torch.equal(threaded.group_m2[group][name], inline.group_m2[group][name]), (name, group)
+    assert inline.m2["embed"].abs().sum() > 0
+
+
+def test_train_py_under_fsdp_with_mols_on_one_gpu_calibrates_checkpoints_and_resumes(tmp_path):
+    """NCCL takes CUDA tensors only. One process under torchrun makes an NCCL group of one: FSDP
+    shards over it, MoLS shards its statistics and exchanges each gradient sample through the
+    group's collectives (mols/collectives.py), so a host tensor handed to any collective of the
+    calibration, the checkpoint or the resume fails this run. train.py (the paper's configs at
+    llama_micro, bf16-pure) calibrates at step 2 from 8 gradient samples, writes sharded
+    checkpoints at steps 2 and 4, and a second launch resumes from step 4 and finishes step 6
+    (scripts/gpu_report.py's section 1 runs the same at llama_60m)."""
+    run = FsdpMolsRun("llama_micro", seq_len=64, micro_batch=4, global_batch=8, samples=32)
+    figures = {}
+    problems = fsdp_mols_train(run, DEVICE, tmp_path, figures, deadline=time.monotonic() + 400)
+    failed = {key: figures.get(key, {}).get("stderr_tail") for key in ("first", "resumed")}
+    assert not problems, (problems, failed)
+    assert figures["backend"] == "nccl" and figures["precision"] == "bf16-pure"
+    assert figures["first"]["exit_code"] == figures["resumed"]["exit_code"] == 0
+    calibration = figures["calibration"]
+    assert calibration["step"] == 2 and calibration["gradient_samples"] == 8 and calibration["statistics_bytes"] > 0
+    assert calibration["table"][0].startswith("MoLS calibration at step 2: 32 sequences in 8 gradient samples")
+    assert set(calibration["alphas"]) >= {"emb", "head", "qk", "vo", "mlp"}
+    assert all(name.startswith(("step_0000002", "step_0000004")) for name in figures["first"]["checkpoints"])
+    assert figures["resumed"]["resumed_from"].startswith("step_0000004")
+    assert figures["resumed"]["last_step"] == 6 and math.isfinite(figures["resumed"]["final_val_loss"])
+    assert figures["peak_memory_gib"] > 0 and figures["estimate_gib"] > 0
+
+
+class PollOutsideSyncCheck(StopRequests):
+    """StopRequests whose poll, the update's one wait for the device (its `.tolist()`: stop
+    signals and non-finite values, which decide whether to step), runs with the sync check off."""
+
+    def __init__(self):
+        super().__init__(signals=())
+        self.polls = 0
+
+    def poll(self, nonfinite_loss, device):
+        self.polls += 1
+        mode = torch.cuda.get_sync_debug_mode()
+        torch.cuda.set_sync_debug_mode(0)
+        try:
+            return super().poll(nonfinite_loss, device)
+        finally:
+            torch.cuda.set_sync_debug_mode(mode)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16-pure"])
+def test_an_update_on_cuda_waits_for_the_device_only_in_its_poll(tokenizer, precision):
+    """train.take_update on CUDA (fused AdamW, pinned batches as the prefetcher gives them, two
+    micro-batches): with torch.cuda.set_sync_debug_mode("error") every operation that makes the host
+    wait for the GPU raises, except inside StopRequests.poll, which runs with the check off (the
+    one wait the update needs) and is called once. The second update is checked: the first
+    creates the optimizer's state. tests/test_host_syncs.py counts the same waits on a CPU, where
+    a wait such as a device copy of a host value cannot be seen."""
+    cfg = config(tokenizer, "llama_micro", precision, "optimizer.lr=1e-3")
+    model, _, autocast = prepare(cfg, len(tokenizer), DEVICE)
+    optimizer = build_optimizer(cfg.optimizer, model, param_groups(model, cfg.mols.grouping))
+    assert optimizer.defaults.get("fused") is True  # torch's fused AdamW, as on every CUDA run
+    micro_batches = [{k: v.pin_memory() for k, v in batch.items()}
+                     for batch in text_batches(tokenizer, batch_size=4, seq_len=64, count=2)]
+    stops = PollOutsideSyncCheck()
+
+    def update():
+        return train.take_update(model, model, optimizer, micro_batches, lr_factor=1.0, grad_clip=1.0, world_size=1,
+                                 device=DEVICE, autocast=autocast, stops=stops)
+
+    assert not update().nonfinite
+    torch.cuda.synchronize()
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    stops.polls = 0
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        with pytest.raises(RuntimeError, match="synchroniz"):  # the check is on: a host wait raises
+            torch.ones((), device=DEVICE).item()
+        second = update()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert stops.polls == 1 and not second.nonfinite
+    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters()), "the update did not step"

@@ -125,9 +125,9 @@ sys.path.insert(0, {root!r})
 from training import checkpoint
 if os.environ.get("RANK") == "1":   # a stale view of the run directory on this rank's node
     real_load = checkpoint.load
-    def stale_load(path):
+    def stale_load(path, **options):
         older = checkpoint.list_checkpoints(path.parent)[-2]
-        return real_load(older)
+        return real_load(older, **options)
     checkpoint.load = stale_load
 import train
 sys.exit(train.main())
@@ -175,7 +175,8 @@ def test_the_memory_check_can_be_turned_off(tmp_path, monkeypatch):
 
 def test_the_dry_run_counts_autocast_copies_and_says_ddp_keeps_one_gradient_copy(capsys):
     config = ["--config", str(ROOT / "configs/paper/base.yaml"), "--config", str(ROOT / "configs/paper/models/llama_1b.yaml"),
-              "--config", str(ROOT / "configs/paper/methods/adam.yaml"), "--dry-run", "--gpus", "8"]
+              "--config", str(ROOT / "configs/paper/methods/adam.yaml"),
+              "--config", str(ROOT / "configs/paper/precision_autocast.yaml"), "--dry-run", "--gpus", "8"]
     assert train.main(config) == 0
     out = capsys.readouterr().out
     assert "bf16 weight copies" in out and "DDP: the gradients are its all-reduce buckets" in out
@@ -231,5 +232,5 @@ def test_on_a_cpu_the_memory_check_counts_the_mols_statistics_it_keeps_there(tmp
 
     monkeypatch.setattr(dry_run, "available_memory", lambda device: 2**20)
     monkeypatch.setattr(train, "prepare_model", lambda *a, **k: None)
-    assert run_train(tmp_path, "mols-too-big", "train.steps=2", "mols.enabled=true") == 2
+    assert run_train(tmp_path, "mols-too-big", "train.steps=2", "train.warmup_steps=2", "mols.enabled=true") == 2
     assert "MoLS statistics" in capsys.readouterr().err

@@ -77,3 +77,36 @@ def rebuild_rotary_buffers(model: torch.nn.Module, device: torch.device) -> None
                 fresh = type(module)(module.config)
             for name, buffer in fresh.named_buffers(recurse=False):
                 setattr(module, name, buffer)
+
+
+def _no_packed_sequences(position_ids: torch.Tensor) -> None:
+    return None
+
+
+def skip_packed_sequence_detection() -> None:
+    """Stop transformers (5.17-5.23) from looking for packed sequences in every forward.
+
+    Without an attention mask, `masking_utils.find_packed_sequence_indices` checks whether the
+    position ids restart inside a row and asks `.all()` of the answer: a CUDA host then waits for
+    the device's queue on every micro-batch. This project's sequences never restart their
+    positions (packing concatenates documents; positions run 0 .. seq_len - 1), for which the
+    function's answer is always None ("not packed"): it is now given without asking. The logits
+    are the same (tests/test_host_syncs.py)."""
+    from transformers import masking_utils
+
+    masking_utils.find_packed_sequence_indices = _no_packed_sequences
+
+
+def set_tf32(enabled: bool) -> None:
+    """fp32 matrix multiplies and convolutions on CUDA in TF32 (or exact fp32 when not enabled).
+
+    torch >= 2.9 has `fp32_precision` ("tf32" / "ieee"), which transformers sets too; the legacy
+    `allow_tf32` flags are deprecated, and Inductor refuses a process that has set both kinds.
+    The legacy flags only where the new setting does not exist."""
+    matmul = torch.backends.cuda.matmul
+    if hasattr(matmul, "fp32_precision"):
+        precision = "tf32" if enabled else "ieee"
+        matmul.fp32_precision = precision
+        torch.backends.cudnn.conv.fp32_precision = precision
+    else:  # pragma: no cover (torch < 2.9)
+        matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = enabled

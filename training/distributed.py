@@ -10,6 +10,7 @@ import torch
 import torch.distributed as dist
 
 from configs import UserError
+from mols import collectives
 
 
 @dataclass
@@ -39,27 +40,40 @@ def setup(device_preference: str = "auto", always_group: bool = False) -> Proces
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
+    if (world_size > 1 or always_group) and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
+        options = {"timeout": COLLECTIVE_TIMEOUT}
+        if use_cuda:
+            # device_id: NCCL binds its communicator to this GPU at once (no guessing, no lazy
+            # init on the first collective); asynchronous error handling: a rank whose collective
+            # fails or times out takes the job down instead of leaving the others waiting
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")
+            options["device_id"] = device
         restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0"))
-        if restart and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
+        if world_size == 1:  # FSDP over a group of one
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1, **options)
+        elif restart and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True":
             # torchrun keeps its store across restarts: without a fresh prefix the new group would
             # read the dead group's addresses and fail to connect.
             store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world_size,
                                   is_master=False, timeout=timedelta(minutes=10))
             dist.init_process_group(backend, store=dist.PrefixStore(f"/mols/restart_{restart}", store),
-                                    rank=rank, world_size=world_size, timeout=COLLECTIVE_TIMEOUT)
+                                    rank=rank, world_size=world_size, **options)
         else:
-            dist.init_process_group(backend=backend, timeout=COLLECTIVE_TIMEOUT)
-    elif always_group and not dist.is_initialized():
-        dist.init_process_group("nccl" if use_cuda else "gloo", store=dist.HashStore(), rank=0, world_size=1)
+            dist.init_process_group(backend=backend, **options)
+        global _WAITS
+        _WAITS = dist.new_group(backend="gloo", timeout=WAIT_TIMEOUT)
     return Processes(rank, world_size, local_rank, device)
 
 
-# How long a collective waits for the slowest rank before the run is declared hung. NCCL's default
-# (10 min) is shorter than rank 0 writing a 7B checkpoint (~80 GB) to a network filesystem while
-# the other ranks wait in the barrier after it.
-COLLECTIVE_TIMEOUT = timedelta(minutes=60)
+# How long a collective of the training step waits for the slowest rank before the run is declared
+# hung (NCCL's default): a hung job idles its GPUs this long, not an hour.
+COLLECTIVE_TIMEOUT = timedelta(minutes=10)
+# The ranks' agreements around files (the checkpoint to resume, a save's outcome: every object
+# collective) may wait for one rank writing a 7B checkpoint (~80 GB) to a network filesystem: they
+# go through a host group of their own with a longer timeout (NCCL's watchdog sees none of them).
+WAIT_TIMEOUT = timedelta(minutes=60)
+_WAITS = None  # that group (gloo), made by setup()
 
 
 def world_size() -> int:
@@ -77,8 +91,10 @@ def host_threads(local_world_size: int | None = None) -> int:
 
 
 def teardown() -> None:
+    global _WAITS
     if dist.is_initialized():
         dist.destroy_process_group()
+    _WAITS = None
 
 
 def exit_process(code: int) -> None:
@@ -98,44 +114,36 @@ def exit_process(code: int) -> None:
     os._exit(code)
 
 
-def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
-    if not dist.is_initialized():
-        return list(values)
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    dist.all_reduce(tensor)
-    return tensor.tolist()
+# The collectives, through mols/collectives.py's one rule for where their tensors live (NCCL: on
+# the GPU); nothing else of the project calls torch.distributed's collectives.
+def all_reduce_sum(values: list[float], device: torch.device | None = None) -> list[float]:
+    """Host numbers summed over ranks (`device` is kept for callers; the rule picks the device)."""
+    return collectives.all_reduce_values(values)
 
 
 def all_reduce_tensor(tensor: torch.Tensor) -> torch.Tensor:
     """Sum over ranks, in place (a no-op in a single process)."""
-    if dist.is_initialized():
-        dist.all_reduce(tensor)
-    return tensor
+    return collectives.all_reduce(tensor)
 
 
 def all_reduce_max(tensor: torch.Tensor) -> torch.Tensor:
     """Maximum over ranks, in place (a no-op in a single process)."""
-    if dist.is_initialized():
-        dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return tensor
+    return collectives.all_reduce(tensor, op="max")
 
 
-def gather_objects(obj, world_size: int) -> list:
-    """Every rank's `obj` (a small picklable value), on every rank."""
-    if not dist.is_initialized():
-        return [obj]
-    out = [None] * world_size
-    dist.all_gather_object(out, obj)
-    return out
+def gather_objects(obj, world_size: int | None = None) -> list:
+    """Every rank's `obj` (a small picklable value), on every rank (over the waiting group)."""
+    return collectives.all_gather_object(obj, group=_WAITS)
 
 
 def broadcast_object(obj, source: int = 0):
-    """Rank `source`'s `obj` (a small picklable value), on every rank."""
-    if not dist.is_initialized():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=source)
-    return box[0]
+    """Rank `source`'s `obj` (a small picklable value), on every rank (over the waiting group)."""
+    return collectives.broadcast_object(obj, source, group=_WAITS)
+
+
+def waiting_group():
+    """The host group for waits on a rank's file work (torch.distributed.checkpoint's too)."""
+    return _WAITS
 
 
 def raise_if_any(error: "UserError | None", world_size: int) -> None:
@@ -158,5 +166,4 @@ def check_agreement(value, what: str, world_size: int) -> None:
 
 
 def barrier() -> None:
-    if dist.is_initialized():
-        dist.barrier()
+    collectives.barrier()

@@ -12,7 +12,7 @@ import torch
 
 from models import build_model
 from models.init import initialize_by_name
-from training.compat import enable_activation_checkpointing
+from training.compat import enable_activation_checkpointing, skip_packed_sequence_detection
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
@@ -38,6 +38,7 @@ def prepare_model(cfg, vocab_size: int, device: torch.device):
     Fine-tuning (model.pretrained): the pretrained weights, loaded in fp32 and moved to the
     device, with LoRA adapters from run.seed when model.lora.rank > 0 (models/pretrained.py)."""
     precision = resolve_precision(cfg.train.precision, device)
+    skip_packed_sequence_detection()  # a host wait per forward on a GPU, for an answer known here
     if cfg.train.parallel == "fsdp":
         from training.fsdp import build_sharded_model
         return build_sharded_model(cfg, vocab_size, device, precision), precision, contextlib.nullcontext
