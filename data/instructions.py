@@ -1,5 +1,6 @@
 """Instruction data for fine-tuning: Alpaca-style records -> token ids with the loss on the
-response only, resumable per-rank micro-batches, and multiple-choice prompt formats.
+response (or, with `train_on_inputs`, on the prompt too), resumable per-rank micro-batches, and
+multiple-choice prompt formats.
 
     records = load_records("commonsense_170k.json")            # or a .jsonl, or synthetic_records()
     examples = tokenize_records(records, tokenizer, cutoff_len=2048)
@@ -10,12 +11,15 @@ response only, resumable per-rank micro-batches, and multiple-choice prompt form
 Records are dicts with `instruction`, `input` (may be empty or missing) and `output`, the format
 of Alpaca, of LLM-Adapters' commonsense_170k (which adds `answer`) and of any local jsonl/json.
 
-The prompt: the tokenizer's chat template when it has one (the user turn holds the instruction,
-then the input after a blank line; the assistant turn holds the output, and the template's own
-end-of-turn tokens are part of the response, so the model learns to stop), else the Alpaca
-prompt (ALPACA_PROMPT / ALPACA_PROMPT_NO_INPUT, as LLM-Adapters trains) followed by the output
-and the eos token. Labels are the input ids with IGNORE_INDEX on every prompt position and on the
-padding: the loss (models/loss.py, HF's own) counts the response tokens only. The prompt and the
+The prompt (`use_chat_template`, data.chat_template): true, the tokenizer's chat template (the
+user turn holds the instruction, then the input after a blank line; the assistant turn holds the
+output, and the template's own end-of-turn tokens are part of the response, so the model learns
+to stop); false, the Alpaca prompt (ALPACA_PROMPT / ALPACA_PROMPT_NO_INPUT, as LLM-Adapters
+trains) followed by the output and the eos token; None, the chat template when the tokenizer has
+one (a base model's tokenizer may: Qwen2.5's does), else the Alpaca prompt (`uses_chat_template`).
+Labels are the input ids with IGNORE_INDEX on every prompt position and on the padding: the loss
+(models/loss.py, HF's own) counts the response tokens only; with `train_on_inputs` (LLM-Adapters'
+default, Table 4's runs) only the padding is ignored and the prompt counts too. The prompt and the
 response are tokenized separately, so the boundary is exact (LLM-Adapters tokenizes them joined
 and masks by the prompt's length, which differs only where a BPE merge would cross the boundary).
 `cutoff_len` truncates the whole sequence from the right (LLM-Adapters' way; its eos is dropped
@@ -100,14 +104,19 @@ def has_chat_template(tokenizer) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
+def uses_chat_template(tokenizer, setting: Optional[bool] = None) -> bool:
+    """Whether records are prompted with the chat template: `setting` (data.chat_template) when
+    given, else whether the tokenizer has one. Training and every evaluation decide it here."""
+    return has_chat_template(tokenizer) if setting is None else bool(setting)
+
+
 def _ids(tokenizer, text: str, special: bool) -> list[int]:
     return list(tokenizer(text, add_special_tokens=special)["input_ids"])
 
 
 def prompt_ids(record: dict, tokenizer, use_chat_template: Optional[bool] = None) -> list[int]:
     """The ids of a record's prompt alone (what a model generates the response after)."""
-    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
-    if chat:
+    if uses_chat_template(tokenizer, use_chat_template):
         user = [{"role": "user", "content": user_message(record)}]
         return _ids(tokenizer, tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True),
                     special=False)
@@ -116,8 +125,7 @@ def prompt_ids(record: dict, tokenizer, use_chat_template: Optional[bool] = None
 
 def prompt_and_response_ids(record: dict, tokenizer, use_chat_template: Optional[bool] = None) -> tuple[list[int], list[int]]:
     """(prompt ids, response ids) of one record; the loss is on the response ids."""
-    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
-    if chat:
+    if uses_chat_template(tokenizer, use_chat_template):
         user = [{"role": "user", "content": user_message(record)}]
         prompt_text = tokenizer.apply_chat_template(user, tokenize=False, add_generation_prompt=True)
         full_text = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": record["output"]}],
@@ -135,7 +143,8 @@ def prompt_and_response_ids(record: dict, tokenizer, use_chat_template: Optional
 @dataclass(frozen=True)
 class InstructionExample:
     input_ids: np.ndarray    # int64[n]: prompt then response, truncated at cutoff_len
-    prompt_len: int          # the first prompt_len positions are the prompt (label IGNORE_INDEX)
+    prompt_len: int          # the first prompt_len positions carry no loss (label IGNORE_INDEX): the
+                             # prompt, or none (0) with train_on_inputs
 
     @property
     def labels(self) -> np.ndarray:
@@ -150,6 +159,7 @@ class InstructionSet:
     skipped: int           # records with no response token left after truncation
     truncated: int         # records cut at cutoff_len
     chat_template: bool
+    train_on_inputs: bool = False  # the loss on the prompts too
 
     def fingerprint(self) -> str:
         digest = hashlib.sha256()
@@ -163,11 +173,13 @@ class InstructionSet:
 
 
 def tokenize_records(records: Iterable[dict], tokenizer, *, cutoff_len: int = 2048,
-                     use_chat_template: Optional[bool] = None) -> InstructionSet:
-    """Every record as token ids with its prompt length; see the module docstring."""
+                     use_chat_template: Optional[bool] = None, train_on_inputs: bool = False) -> InstructionSet:
+    """Every record as token ids with its prompt length (0 with `train_on_inputs`: the loss on
+    every token); see the module docstring. A record whose response is cut away entirely is
+    skipped either way."""
     if cutoff_len < 2:
         raise ValueError(f"cutoff_len must be at least 2, got {cutoff_len}")
-    chat = has_chat_template(tokenizer) if use_chat_template is None else use_chat_template
+    chat = uses_chat_template(tokenizer, use_chat_template)
     if not chat and tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no eos token to end the responses with")
     examples, skipped, truncated = [], 0, 0
@@ -178,10 +190,10 @@ def tokenize_records(records: Iterable[dict], tokenizer, *, cutoff_len: int = 20
             skipped += 1
             continue
         truncated += len(prompt) + len(response) > cutoff_len
-        examples.append(InstructionExample(np.asarray(ids, dtype=np.int64), len(prompt)))
+        examples.append(InstructionExample(np.asarray(ids, dtype=np.int64), 0 if train_on_inputs else len(prompt)))
     if not examples:
         raise UserError(f"no instruction record has a response token within cutoff_len {cutoff_len}")
-    return InstructionSet(examples, skipped, truncated, chat)
+    return InstructionSet(examples, skipped, truncated, chat, train_on_inputs)
 
 
 def collate(examples: Sequence[InstructionExample], pad_id: int, *, pad_to_multiple_of: int = 1,
@@ -325,9 +337,31 @@ def mmlu_record(question: str, choices: Sequence[str], answer: int, subject: str
     return {"instruction": instruction, "input": "", "output": LETTERS[answer], "answer": LETTERS[answer]}
 
 
+def mmlu_prompt_ids(subject: str, question: str, choices: Sequence[str], tokenizer,
+                    shots: Sequence[tuple[str, Sequence[str], int]] = (),
+                    use_chat_template: Optional[bool] = None) -> list[int]:
+    """A k-shot MMLU question in the prompt a run trained with (mmlu_record's records): with the
+    chat template, each shot a user turn (the first with the subject header, as mmlu_record's
+    instruction) answered by an assistant turn holding its letter, then the question as the last
+    user turn (LlamaFactory's k-shot evaluation); with the Alpaca prompt, which has one turn,
+    mmlu_prompt's whole k-shot text as the instruction. The answer letter is the response that
+    follows (scored on its own tokens, as training saw it)."""
+    if uses_chat_template(tokenizer, use_chat_template):
+        turns = [(mmlu_question(q, c), LETTERS[answer]) for q, c, answer in shots] + [(mmlu_question(question, choices), None)]
+        messages = []
+        for i, (user, assistant) in enumerate(turns):
+            messages.append({"role": "user", "content": (mmlu_header(subject) if i == 0 else "") + user})
+            if assistant is not None:
+                messages.append({"role": "assistant", "content": assistant})
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return _ids(tokenizer, text, special=False)   # the template writes its own bos
+    record = {"instruction": mmlu_prompt(subject, question, choices, shots), "input": ""}
+    return _ids(tokenizer, alpaca_prompt(record), special=True)
+
+
 # The answer formats of LLM-Adapters' commonsense_170k: each task names its options like this and
 # the output ends with "the correct answer is <option>". The evaluator extracts the first option
-# named in a generation (training.multiple_choice.extract_answer).
+# named in a generation (tools.multiple_choice.extract_answer).
 COMMONSENSE_OPTIONS = {
     "boolq": ["true", "false"],
     "piqa": ["solution1", "solution2"],
@@ -449,6 +483,18 @@ def tokenizer_spec(cfg) -> str:
     return cfg.data.tokenizer
 
 
+def split_validation(records: Sequence[dict], size: int = 120, seed: int = 42) -> tuple[list[dict], list[dict]]:
+    """(training records, `size` validation records), a seeded random split: exactly
+    datasets' `Dataset.train_test_split(test_size=size, shuffle=True, seed=seed)`, which
+    LLM-Adapters' finetune.py uses for its val_set_size (120 for commonsense_170k): the
+    validation records are the first `size` of numpy's default_rng(seed) permutation, the
+    training records the rest in that order."""
+    if not 0 < size < len(records):
+        raise ValueError(f"cannot hold out {size} of {len(records)} records")
+    order = np.random.default_rng(seed).permutation(len(records))
+    return [records[i] for i in order[size:]], [records[i] for i in order[:size]]
+
+
 def instruction_records(path: str, split: str) -> list[dict]:
     """The records of data.path (split "train") or data.val_path ("val"); shipped-synthetic is
     the shipped set's train or test split."""
@@ -469,12 +515,12 @@ def instruction_set(cfg, tokenizer, split: str, vocab_limit: Optional[int] = Non
     from data.tokenizer import tokenizer_fingerprint
 
     path = cfg.path if split == "train" else (cfg.val_path or SHIPPED_SYNTHETIC)
-    key = (path, split, cfg.cutoff_len, cfg.chat_template, tokenizer_fingerprint(tokenizer))
+    key = (path, split, cfg.cutoff_len, cfg.chat_template, cfg.train_on_inputs, tokenizer_fingerprint(tokenizer))
     if key not in _SETS:
         if len(_SETS) >= 4:  # a run holds a train and a validation set
             _SETS.clear()
         _SETS[key] = tokenize_records(instruction_records(path, split), tokenizer, cutoff_len=cfg.cutoff_len,
-                                      use_chat_template=cfg.chat_template)
+                                      use_chat_template=cfg.chat_template, train_on_inputs=cfg.train_on_inputs)
     dataset = _SETS[key]
     if vocab_limit is not None:
         largest = max(int(ex.input_ids.max()) for ex in dataset.examples)
@@ -495,7 +541,7 @@ def build_instruction_stream(cfg, tokenizer, *, rank: int, world_size: int, micr
 def build_instruction_val_batches(cfg, tokenizer, *, rank: int, world_size: int, batch_size: int,
                                   vocab_limit: Optional[int] = None) -> list[dict]:
     """data.stream.build_val_batches's counterpart: every validation record once, in file order,
-    loss on the responses only."""
+    the loss where training puts it (the responses, or every token with data.train_on_inputs)."""
     return instruction_batches(instruction_set(cfg, tokenizer, "val", vocab_limit), batch_size=batch_size,
                                pad_id=tokenizer.pad_token_id, rank=rank, world_size=world_size)
 
@@ -512,7 +558,7 @@ def describe_instructions(cfg, tokenizer) -> str:
             f"({train.skipped} skipped, {train.truncated} truncated at cutoff_len {cfg.cutoff_len}); validation: "
             f"{where.get(cfg.val_path or SHIPPED_SYNTHETIC, cfg.val_path)}: {len(val):,} examples\n"
             f"sequences: one record each, prompt + response (mean {sum(lengths) / len(lengths):.0f}, longest "
-            f"{max(lengths)} tokens), loss on the response only; "
+            f"{max(lengths)} tokens), loss on {'prompt and response' if train.train_on_inputs else 'the response only'}; "
             f"{'chat template' if train.chat_template else 'Alpaca prompt'}; tokenizer {name} "
             f"({len(tokenizer):,} tokens, eos {tokenizer.eos_token!r}, pad {tokenizer.pad_token!r}); "
             f"shuffle seed {cfg.shuffle_seed}")

@@ -21,7 +21,15 @@ class MoLSConfig:
     # reference has the largest SNR; configs/paper/mols_floor.yaml, the quickstart).
     min_alpha: Optional[float] = None
     max_alpha: Optional[float] = None
-    estimator: Literal["mean", "median"] = "mean"   # how element SNRs make a module's SNR
+    # How element statistics make a module's SNR: mean (the paper: the mean of the element SNRs
+    # mu^2/var), median, or norm_ratio: sum(mu^2) / sum(var) over the module (our reading of the
+    # revised estimator of the review page's rebuttal; mols/snr.py).
+    estimator: Literal["mean", "median", "norm_ratio"] = "mean"
+    # The per-element moments over the samples: welford (the paper: equal weights), or ema:
+    # exponential moving averages of g and g^2 with decay ema_decay (the rebuttal's, 0.95), bias-
+    # corrected as Adam's; no jackknife intervals then (set uncertainty_groups: 0).
+    moments: Literal["welford", "ema"] = "welford"
+    ema_decay: float = 0.95
     # The element SNR. plain (default, the paper): mu^2 / var over the K gradient samples, which
     # overestimates by about 1/K (E[mu_hat^2] = mu^2 + var/K): a module of SNR 0.01 at K = 64
     # reads ~0.026. corrected: max(0, mu^2/var - 1/K), removing that term (what is left: ~2/K
@@ -58,7 +66,17 @@ class MoLSConfig:
     reestimate_ramp_steps: int = 100
 
     def validate(self) -> list[str]:
+        """Every problem of the section (the run config's check)."""
+        return self.value_problems(choices=False) + self.grouping_problems()  # the typed check did the choices
+
+    def value_problems(self, choices: bool = True) -> list[str]:
+        """Problems of the values themselves (what mols.MoLS checks of the settings it is given;
+        the grouping and reference are checked against the optimizer's groups there)."""
         problems: list[str] = []
+        for name, allowed in (("estimator", ("mean", "median", "norm_ratio")), ("zero_variance", ("count", "exclude")),
+                              ("snr", ("plain", "corrected")), ("moments", ("welford", "ema"))) if choices else ():
+            if getattr(self, name) not in allowed:
+                problems.append(f"mols.{name}: unknown value {getattr(self, name)!r} ({' or '.join(allowed)})")
 
         def number(value) -> bool:
             return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -69,6 +87,17 @@ class MoLSConfig:
                 problems.append(f"mols.{name}: must be positive, got {value!r}")
         if number(self.uncertainty_groups) and (self.uncertainty_groups < 0 or self.uncertainty_groups == 1):
             problems.append(f"mols.uncertainty_groups: must be 0 (off) or at least 2, got {self.uncertainty_groups!r}")
+        if number(self.ema_decay) and not 0 < self.ema_decay < 1:
+            problems.append(f"mols.ema_decay: must be in (0, 1), got {self.ema_decay!r}")
+        if self.moments == "ema" and number(self.uncertainty_groups) and self.uncertainty_groups:
+            problems.append("mols.uncertainty_groups: moving averages (mols.moments: ema) keep no groups for the "
+                            "jackknife interval; set mols.uncertainty_groups: 0")
+        if self.moments == "ema" and self.snr == "corrected":
+            problems.append("mols.snr: corrected removes the 1/K bias of equally weighted samples; with mols.moments: "
+                            "ema use snr: plain")
+        if self.moments == "ema" and self.shard_statistics is False:
+            problems.append("mols.shard_statistics: moving averages of several ranks cannot be merged after the fact; "
+                            "keep the statistics sharded (true)")
         if number(self.uncertainty_warn) and self.uncertainty_warn <= 0:
             problems.append(f"mols.uncertainty_warn: must be positive (or null), got {self.uncertainty_warn!r}")
         for name in ("track_every", "reestimate_every", "reestimate_ramp_steps"):
@@ -76,15 +105,21 @@ class MoLSConfig:
             if number(value) and value < 0:
                 problems.append(f"mols.{name}: must be >= 0, got {value!r}")
         if self.fixed_multipliers is not None and isinstance(self.fixed_multipliers, dict):
-            known = grouping_classes(self.grouping) if self.grouping in GROUPINGS else None
             for cls, value in self.fixed_multipliers.items():
                 if not number(value) or value <= 0:
                     problems.append(f"mols.fixed_multipliers.{cls}: must be a positive number, got {value!r}")
-                if known is not None and str(cls).rsplit(".", 1)[-1] not in known:
-                    problems.append(f"mols.fixed_multipliers: {cls!r} is not a class of grouping "
-                                    f"{self.grouping!r} (classes: {', '.join(sorted(known))})")
+        return problems
+
+    def grouping_problems(self) -> list[str]:
+        problems: list[str] = []
         if not isinstance(self.grouping, str):
             return problems
+        if self.fixed_multipliers is not None and isinstance(self.fixed_multipliers, dict) and self.grouping in GROUPINGS:
+            known = grouping_classes(self.grouping)
+            for cls in self.fixed_multipliers:
+                if str(cls).rsplit(".", 1)[-1] not in known:
+                    problems.append(f"mols.fixed_multipliers: {cls!r} is not a class of grouping "
+                                    f"{self.grouping!r} (classes: {', '.join(sorted(known))})")
         if self.grouping not in GROUPINGS:
             hint = difflib.get_close_matches(self.grouping, list(GROUPINGS), n=1)
             problems.append(f"mols.grouping: unknown grouping {self.grouping!r}"

@@ -112,9 +112,10 @@ def estimate_line(jobs: list, costs: list[JobCost], mfu: float = DEFAULT_MFU,
             f"{100 * mfu:g}% MFU of {peak_tflops:g} TFLOP/s per GPU (--assume-mfu, --gpu-peak-tflops)")
 
 
-def slurm_resources(costs: list[JobCost], processes_per_node: int) -> tuple[int, str]:
-    """(--cpus-per-task, --mem) for the array: one task per node runs every rank of the node, so
-    the largest job's per-rank needs times the ranks per node."""
-    cpus = processes_per_node * max(c.cpus_per_rank for c in costs)
-    mem_gib = math.ceil(processes_per_node * max(c.mem_per_rank_bytes for c in costs) / 2**30)
+def slurm_resources(cost: JobCost, processes_per_node: int) -> tuple[int, str]:
+    """(--cpus-per-task, --mem) of one job: its one task per node runs every rank of the node, so
+    the job's per-rank needs times the ranks per node (reproduce/launch.py puts jobs that ask the
+    same into one array)."""
+    cpus = processes_per_node * cost.cpus_per_rank
+    mem_gib = math.ceil(processes_per_node * cost.mem_per_rank_bytes / 2**30)
     return cpus, f"{mem_gib}G"

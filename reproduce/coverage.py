@@ -32,7 +32,7 @@ def _code_or_words(text: str) -> str:
 def markdown_table() -> str:
     lines = ["| paper | what | command | read with |", "|---|---|---|---|"]
     for key, entry in paper.experiments().items():
-        run = f"`{command(key)}`" if "grid" in entry else entry.get("command", "-")
+        run = f"`{command(key)}`" if "grid" in entry else _code_or_words(entry.get("command", "-"))
         read = "; ".join(_code_or_words(r) for r in entry.get("read", [])) or "-"
         lines.append("| " + " | ".join(_cell(c) for c in (entry["paper"], entry["what"], run, read)) + " |")
     return "\n".join(lines)

@@ -65,7 +65,7 @@ def finetune_args(ws, out: Path, *overrides, arch="llama", name="run") -> list[s
     return args
 
 
-LORA_MOLS = ["model.lora.rank=4", "mols.enabled=true"]
+LORA_MOLS = ["model.lora.rank=4", "mols.enabled=true", "train.warmup_steps=3"]  # the estimate inside the warm-up
 
 
 def latest(run_dir: Path) -> dict:
@@ -99,7 +99,7 @@ def test_lora_with_mols_steps_and_calibrates_on_the_adapters(workspace, tmp_path
 
 
 def test_full_finetuning_with_mols_scales_every_class(workspace, tmp_path):
-    assert finetune(workspace, tmp_path, "mols.enabled=true", arch="qwen2") == 0
+    assert finetune(workspace, tmp_path, "mols.enabled=true", "train.warmup_steps=3", arch="qwen2") == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert {"emb", "qk", "vo", "mlp"} <= set(summary["mols_alphas"])  # tied head: one class with emb
 
@@ -153,7 +153,7 @@ def test_two_process_ddp_lora_mols_equals_one_process_with_the_same_global_batch
     # one record per micro-batch, so both runs average the same per-record losses over the same
     # 4 records of each update (rank r reads records r, r+2, ... of each epoch's order), and MoLS
     # calibrates on the same 8 extra records, 4 on each rank
-    common = [*LORA_MOLS, "train.micro_batch=1", "mols.estimate_at=2", "train.warmup_steps=2"]
+    common = [*LORA_MOLS, "train.micro_batch=1", "mols.estimate_at=2", "train.warmup_steps=3"]
     assert finetune(workspace, tmp_path, *common, name="single") == 0
     result = torchrun(finetune_args(workspace, tmp_path, *common, name="ddp"), nproc=2)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -211,6 +211,7 @@ def test_the_evaluator_scores_a_finetuned_run(workspace, tmp_path, capsys):
                      "--method", "both", "--max-new-tokens", "8", "--device", "cpu"]) == 0
     result = json.loads((run_dir / "eval_choices_step_0000006.json").read_text())
     assert result["n"] == 8 and 0 <= result["generation"] <= 100 and 0 <= result["loglik"] <= 100
+    assert result["num_beams"] == 1  # greedy for a local set
     # and by task (the synthetic families): the counts and the weighted accuracies add up
     by_task = result["by_task"]
     assert set(by_task) == {"compare", "count", "kind", "largest", "longer"}
@@ -226,6 +227,7 @@ def test_the_evaluator_scores_a_finetuned_run(workspace, tmp_path, capsys):
                      "--device", "cpu"]) == 0
     result = json.loads((run_dir / "eval_commonsense_step_0000006.json").read_text())
     assert set(result["tasks"]) == {"piqa", "boolq"} and "average_generation" in result
+    assert result["num_beams"] == 4  # LLM-Adapters' decoding, Table 4's
     # MMLU from a local folder: 5-shot, category averages
     mmlu = tmp_path / "mmlu"
     mmlu.mkdir()
@@ -236,6 +238,7 @@ def test_the_evaluator_scores_a_finetuned_run(workspace, tmp_path, capsys):
     assert evaluate([str(run_dir), "--task", "mmlu", "--data", str(mmlu), "--device", "cpu"]) == 0
     result = json.loads((run_dir / "eval_mmlu_step_0000006.json").read_text())
     assert set(result["categories"]) == {"STEM", "Humanities", "Average"} and result["shots"] == 5
+    assert result["prompt_format"] == "alpaca"  # the run trained in the Alpaca prompt (no chat template)
     assert "MMLU STEM" in capsys.readouterr().out
 
 

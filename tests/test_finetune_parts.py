@@ -19,7 +19,7 @@ from models.loss import loss_sum_and_count
 from models.pretrained import apply_lora, load_pretrained, merge_lora
 from mols import MoLS, param_groups
 from mols.groups import CLASSES, adapted_name, base_class, classify
-from training.multiple_choice import (MMLU_SUBJECT_CATEGORY, evaluate_generation, evaluate_log_likelihood,
+from tools.multiple_choice import (MMLU_SUBJECT_CATEGORY, evaluate_generation, evaluate_log_likelihood,
                                       evaluate_mmlu, extract_answer, generate_response, items_from_records,
                                       mmlu_categories)
 

@@ -336,8 +336,7 @@ def test_zero_variance_reaches_mols_from_the_config():
     results = {}
     for mode in ("count", "exclude"):
         optimizer = torch.optim.AdamW(param_groups(model), lr=1e-3)
-        mols = MoLS.from_config(model, optimizer, MoLSConfig(enabled=True, zero_variance=mode),
-                                estimate_step=0, warmup_steps=4)
+        mols = MoLS(model, optimizer, MoLSConfig(enabled=True, zero_variance=mode), estimate_step=0, warmup_steps=4)
         # ids < 16 only: embedding rows 16..63 never get a gradient
         calibration = mols.calibrate(model, [{k: v % 16 for k, v in b.items()} for b in fixed_batches(count=4)])
         results[mode] = calibration
@@ -352,7 +351,7 @@ def test_fixed_multipliers_skip_the_estimate_and_ramp_like_alphas():
     optimizer = torch.optim.AdamW(param_groups(model), lr=1e-3)
     cfg = MoLSConfig(enabled=True, fixed_multipliers={"emb": 4.0, "mlp": 2.0})
     assert cfg.validate() == []
-    mols = MoLS.from_config(model, optimizer, cfg, estimate_step=2, warmup_steps=6, step=lambda: 2)
+    mols = MoLS(model, optimizer, cfg, estimate_step=2, warmup_steps=6, step=lambda: 2)
 
     def no_batches():
         raise AssertionError("hand-set multipliers must not draw estimation batches")
@@ -369,7 +368,7 @@ def test_fixed_multipliers_skip_the_estimate_and_ramp_like_alphas():
     assert mols.multiplier("emb", 3) == pytest.approx(1 + 3.0 * 2 / 4) and mols.multiplier("emb", 8) == 4.0
     assert "hand-set" in calibration.table()
     # {} = every multiplier 1 (SNR tracking with plain Adam)
-    plain = MoLS.from_config(model, torch.optim.AdamW(param_groups(model), lr=1e-3),
+    plain = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3),
                              MoLSConfig(enabled=True, fixed_multipliers={}), estimate_step=0, warmup_steps=2)
     assert set(plain.calibrate(model, no_batches()).alphas.values()) == {1.0}
 
@@ -393,7 +392,8 @@ def test_paper_rule_and_floor_both_run_on_the_embedded_corpus(tmp_path):
     from training.records import read_metrics
     tiny = ["model.size=llama_micro", "data.tokenizer=embedded-8k", "data.seq_len=32", "data.val_tokens=4000",
             "train.global_batch=8", "train.micro_batch=4", "train.steps=6", "train.eval_every=6",
-            "mols.enabled=true", "mols.estimate_at=1", "mols.samples=16", "train.threads=1", f"run.out_dir={tmp_path}"]
+            "mols.enabled=true", "mols.estimate_at=1", "train.warmup_steps=3", "mols.samples=16", "train.threads=1",
+            f"run.out_dir={tmp_path}"]
     alphas = {}
     for name, floor in (("paper", "null"), ("floor", "1.0")):
         args = ["--config", "configs/quickstart.yaml"]
@@ -410,3 +410,115 @@ def test_paper_rule_and_floor_both_run_on_the_embedded_corpus(tmp_path):
     ref = paper["module_snr"]["vo"]
     for cls in ("emb", "head", "qk", "mlp"):
         assert paper["alphas"][cls] == pytest.approx(math.sqrt(ref / paper["module_snr"][cls]), rel=1e-6)
+
+
+def test_folding_on_a_worker_thread_gives_the_moments_of_folding_in_line():
+    """With gradients on a GPU and moments on the host, the folds run on a worker thread while the
+    GPU computes on (mols.snr.HostFolds); on a CPU the same thread path runs here, and must give
+    bitwise the moments of the in-line fold, groups included."""
+    from mols.snr import GradientMoments
+    torch.manual_seed(0)
+    params = {"a": torch.nn.Parameter(torch.zeros(6, 3)), "b": torch.nn.Parameter(torch.zeros(5))}
+    samples = [{"a": torch.randn(6, 3), "b": None if k == 3 else torch.randn(5)} for k in range(9)]
+    results = []
+    for threaded in (False, True):
+        moments = GradientMoments(params, groups=3, threaded=threaded)
+        for sample in samples:
+            for name, param in params.items():  # in place, as a training loop may: folds must not see it
+                if sample[name] is None:
+                    param.grad = None
+                elif param.grad is None:
+                    param.grad = sample[name].clone()
+                else:
+                    param.grad.copy_(sample[name])
+            moments.add_current_grads()
+        moments.finish_folds()
+        results.append(moments)
+    inline, threaded = results
+    assert inline.count == threaded.count == 9 and inline.group_count == threaded.group_count
+    for name in params:
+        assert torch.equal(inline.mean[name], threaded.mean[name]) and torch.equal(inline.m2[name], threaded.m2[name])
+        for g in range(3):
+            assert torch.equal(inline.group_mean[g][name], threaded.group_mean[g][name])
+            assert torch.equal(inline.group_m2[g][name], threaded.group_m2[g][name])
+
+
+def _hand_samples():
+    torch.manual_seed(1)
+    params = {"w": torch.nn.Parameter(torch.zeros(3, 2))}
+    samples = [torch.randn(3, 2) + torch.tensor([1.0, 0.0]) for _ in range(6)]
+    return params, samples
+
+
+def _fold(params, samples, **kwargs):
+    from mols.snr import GradientMoments
+    moments = GradientMoments(params, **kwargs)
+    for grad in samples:
+        params["w"].grad = grad.clone()
+        moments.add_current_grads()
+    moments.finish_folds()
+    return moments
+
+
+def test_the_norm_ratio_module_snr_is_the_ratio_of_summed_signal_to_summed_noise():
+    """The review page's revised estimator, as we read it: (||mu|| / ||sigma||)^2 over the module."""
+    from mols.groups import Segment
+    params, samples = _hand_samples()
+    stacked = torch.stack(samples).double()
+    mu, var = stacked.mean(0), stacked.var(0, unbiased=True)
+    moments = _fold(params, samples)
+    segments = [Segment("w", "mlp")]
+    ratio = moments.module_snr(segments, estimator="norm_ratio")["mlp"]
+    assert ratio == pytest.approx(float(mu.square().sum() / var.sum()), rel=1e-6)
+    assert moments.module_snr(segments, estimator="mean")["mlp"] == pytest.approx(float((mu.square() / var).mean()),
+                                                                                  rel=1e-6)
+    corrected = moments.module_snr(segments, estimator="norm_ratio", snr="corrected")["mlp"]
+    assert corrected == pytest.approx(max(0.0, float(mu.square().sum() / var.sum()) - 1 / 6), rel=1e-6)
+
+
+def test_moving_average_moments_weigh_the_latest_samples_most():
+    """mols.moments: ema: m <- d m + (1 - d) g and s <- d s + (1 - d) g^2 over the samples in order,
+    divided by 1 - d^K (as Adam's), var = s - m^2: by hand."""
+    params, samples = _hand_samples()
+    decay = 0.8
+    m = s = torch.zeros(3, 2, dtype=torch.float64)
+    for g in samples:
+        m, s = decay * m + (1 - decay) * g.double(), decay * s + (1 - decay) * g.double().square()
+    debias = 1 - decay ** len(samples)
+    mean, var = m / debias, (s / debias - (m / debias).square()).clamp(min=0)
+    moments = _fold(params, samples, ema_decay=decay)
+    got_mean, got_var = moments.estimates("w")
+    torch.testing.assert_close(got_mean.double(), mean, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_var.double(), var, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="no groups"):
+        _fold(params, samples, ema_decay=decay, groups=2)
+
+
+def test_the_estimator_variants_reach_a_calibration_from_the_config():
+    from mols.config import MoLSConfig
+    torch.manual_seed(0)
+    model = build_model("llama_micro", 64)
+    settings = MoLSConfig(estimator="norm_ratio", moments="ema", ema_decay=0.9, uncertainty_groups=0)
+    assert settings.validate() == []
+    mols = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), settings, estimate_step=0, warmup_steps=2)
+    calibration = mols.calibrate(model, fixed_batches())
+    assert calibration.estimator == "norm_ratio" and calibration.moments == "ema 0.9"
+    assert "module SNR: norm_ratio; moments: ema 0.9" in calibration.table()
+    assert all(v > 0 for v in calibration.module_snr.values())
+    problems = MoLSConfig(moments="ema").validate()  # the default 4 groups
+    assert any("uncertainty_groups: moving averages" in p for p in problems)
+
+
+def test_a_fold_that_fails_on_the_worker_thread_is_raised_by_the_next_wait():
+    from mols.snr import HostFolds
+    folds = HostFolds(torch.device("cpu"), largest=4, threaded=True)
+    seen, released = [], []
+
+    def fail(grad):
+        raise RuntimeError("fold failed")
+    folds.run(lambda: fail(None), release=lambda: released.append(1))
+    folds.fold(torch.ones(4), seen.append)   # skipped after the failure
+    folds.run(lambda: seen.append("later"), release=lambda: released.append(2))
+    with pytest.raises(RuntimeError, match="fold failed"):
+        folds.close()
+    assert seen == [] and released == [1, 2]  # every release ran: no staging buffer is lost

@@ -203,8 +203,10 @@ def test_the_settings_reach_mols_from_the_config_and_are_checked():
     model = build_model("llama_micro", 64)
     cfg = MoLSConfig(enabled=True, snr="corrected", uncertainty_groups=3, uncertainty_warn=None)
     assert cfg.validate() == []
-    mols = MoLS.from_config(model, torch.optim.AdamW(param_groups(model), lr=1e-3), cfg, estimate_step=0,
-                            warmup_steps=2)
+    mols = MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), cfg, estimate_step=0, warmup_steps=2)
+    assert mols.settings is not cfg and mols.settings == cfg  # its own copy, read where used
+    with pytest.raises(ValueError, match="mols.snr: unknown value 'exact'"):
+        MoLS(model, torch.optim.AdamW(param_groups(model), lr=1e-3), cfg, estimate_step=0, warmup_steps=2, snr="exact")
     calibration = mols.calibrate(model, fixed_batches(count=6))
     assert calibration.snr == "corrected" and calibration.uncertainty_groups == 3
     assert "bias-corrected" in calibration.table() and "+- 4.30 se" in calibration.table()

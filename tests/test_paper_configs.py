@@ -213,7 +213,7 @@ def test_model_overlays_say_which_token_budget_they_follow():
 
 
 def test_low_rank_ranks_are_attributed_to_galore():
-    from optimizers.options import PAPER_RANKS
+    from optimizers.low_rank import PAPER_RANKS
     assert PAPER_RANKS == {512: 128, 768: 256, 1024: 256, 2048: 512}  # GaLore's table
     text = (PAPER / "methods/apollo.yaml").read_text()
     assert "rank: null" in text and "GaLore" in text and "APOLLO's own settings" not in text.replace("not APOLLO's own settings", "")

@@ -53,7 +53,9 @@ def test_presets_are_the_former_sweep_presets():
                 "figure3": ([0], "paper", 1, "figure3", []),
                 "figure4": ([0], "paper", 1, "figure4", ["experiments/seq_len_1024.yaml"]),
                 "figure5": ([0], "paper", 1, "figure5", ["experiments/steps_100k.yaml"]),
-                "figure7": ([0], "paper", 1, "figure7", [])}
+                "figure7": ([0], "paper", 1, "figure7", []),
+                # beyond the paper: the rebuttal's SNR estimators against the paper's (the overlays per row)
+                "snr_estimator": ([0], "paper", 1, "snr_estimator", [])}
     assert set(paper.runnable()) == set(expected)
     for key, (seeds, lrs, nodes, name, configs) in expected.items():
         grid = paper.preset(key)
@@ -163,7 +165,9 @@ def test_plot_errors_name_what_is_missing(tmp_path, capsys):
     assert "no metrics.jsonl" in capsys.readouterr().err
     assert reproduce(["plot", "alphas", str(tmp_path / "run")]) == 2
     assert "no mols.json" in capsys.readouterr().err
-    assert reproduce(["plot", "curves", str(tmp_path / "run"), "--out", str(tmp_path / "x.png")]) == 1
+    assert reproduce(["plot", "curves", str(tmp_path / "run"), "--out", str(tmp_path / "x.png")]) == 2
+    assert "no run directories" in capsys.readouterr().err
+    assert reproduce(["plot", "ablation", str(tmp_path / "run"), "--table", "7"]) == 2
     assert "no run directories" in capsys.readouterr().err
 
 
@@ -202,3 +206,16 @@ RETIRED = ["sweep", "results", "plot_snr", "alpha_table", "plot_ablation", "lr_s
 
 def test_the_paper_scripts_are_retired():
     assert not [name for name in RETIRED if (ROOT / "scripts" / f"{name}.py").exists()]
+
+
+def test_every_table_and_figure_has_a_command_and_a_reader():
+    """docs/paper_coverage.md claims no table or figure without a command that produces it (a grid,
+    a `python ...` line, or data the configs hold) and one that reads it (a `python ...` line or
+    the test that checks the data)."""
+    for key, entry in paper.experiments().items():
+        command = entry.get("command", "")
+        assert "grid" in entry or command.startswith("python ") or command.startswith("data:") \
+            or command.startswith("`configs/"), (key, command)
+        reads = entry.get("read", [])
+        assert reads and all(r.startswith(("python ", "`tests/")) for r in reads), (key, reads)
+        assert "yet" not in " ".join(reads), (key, reads)
