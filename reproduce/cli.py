@@ -6,6 +6,7 @@
     python -m reproduce run --name adam_vs_mols --models llama_60m --methods adam --mols both \\
         --lrs 1e-3,2.5e-3 --seeds 0,1 --mode local        # any grid
     python -m reproduce results runs/paper/table1 --table 1 [--format latex] [--plot table1.png]
+    python -m reproduce results runs/evidence --baseline adamw  # intervals, tests, speed-up, tuning
     python -m reproduce plot snr RUN_DIR...              # also: alphas, ablation, curves
 
 Every table and figure is an entry of configs/paper/experiments.yaml: what it is, its grid
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from reproduce import paper
@@ -92,14 +94,18 @@ RUN_HELP = """Expand a grid of training runs into jobs and run them locally or a
 A grid is models x rows (a method overlay, with or without MoLS) x learning rates x seeds; every
 cell becomes one job (reproduce/jobs.py). EXPERIMENT takes a paper table or figure's grid from
 configs/paper/experiments.yaml (models, rows, learning rates, seeds, nodes, overlays); the options
-refine it. Without EXPERIMENT, --models and --methods give the grid.
+refine it. Without EXPERIMENT, --models and --methods give the grid. Runs go to
+OUT_DIR/NAME/RUN_NAME: runs/paper/ for an EXPERIMENT, runs/sweeps/ for a grid of your own.
 
-Slurm mode writes <out-dir>/<name>/slurm/{<name>.sbatch, <name>.jobs, logs/} and submits with
-sbatch; array task i runs line i+1 of the jobs file through srun + the launcher on every node of
-its allocation (reproduce/launch.py: preemption and time limits save a checkpoint and requeue,
-see docs/slurm.md). Local mode runs the jobs one after another on this machine. The sbatch script
-asks for --cpus-per-task and --mem derived from the configs (reproduce/cost.py; the flags override
-them); a dry run also prints the grid's estimated GPU-hours."""
+Slurm mode submits one job array per resource request: each job asks for --cpus-per-task and
+--mem derived from its own config (reproduce/cost.py; the flags override them for every job), and
+the jobs that ask for the same share an array, so a 60M job does not ask for a 1B job's memory.
+It writes <out-dir>/<name>/slurm/{<array>.sbatch, <array>.jobs, logs/} (<array>: NAME, or NAME-1,
+NAME-2, ... for several) and submits each with sbatch; array task i runs line i+1 of its jobs
+file through srun + the launcher on every node of its allocation (reproduce/launch.py: preemption
+and time limits save a checkpoint and requeue, see docs/slurm.md; give --time, which that
+depends on). Local mode runs the jobs one after another on this machine. A dry run also prints
+the grid's estimated GPU-hours."""
 
 
 def _run_epilog() -> str:
@@ -130,7 +136,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                       "experiment's, configs/paper/base.yaml or finetune/base.yaml)")
     grid.add_argument("--config", action="append", default=[], help="extra config layered last (repeatable)")
     grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="extra override for every job")
-    grid.add_argument("--out-dir", default="runs/paper", help="runs go to OUT_DIR/NAME/RUN_NAME")
+    grid.add_argument("--out-dir", help="runs go to OUT_DIR/NAME/RUN_NAME (default: runs/paper for an EXPERIMENT, "
+                      "runs/sweeps for a grid of --models and --methods)")
     grid.add_argument("--wandb-project", help="wandb project (default: base config's)")
 
     run = parser.add_argument_group("where to run")
@@ -144,9 +151,10 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                      "(data.num_workers + 2) per rank)")
     run.add_argument("--mem", help="memory per node, e.g. 200G (default: from the config, "
                      f"{BASE_MEM_PER_RANK_GIB}G per rank plus 8 bytes per parameter per rank for MoLS on the CPU)")
-    run.add_argument("--time", help="time limit per job, e.g. 48:00:00 (jobs requeue themselves before it)")
+    run.add_argument("--time", help="time limit per job, e.g. 48:00:00 (jobs save and requeue themselves before it; "
+                     "without it the partition's default applies, and the run says so)")
     run.add_argument("--partition")
-    run.add_argument("--max-parallel", type=int, help="run at most this many array tasks at once")
+    run.add_argument("--max-parallel", type=int, help="run at most this many tasks of each array at once")
     run.add_argument("--sbatch-arg", action="append", default=[], help="extra sbatch option, e.g. --account=abc")
     run.add_argument("--assume-mfu", type=float, default=DEFAULT_MFU,
                      help="model FLOPs utilisation for the dry run's GPU-hours estimate (default: %(default)s)")
@@ -162,6 +170,7 @@ def resolve_grid(args, parser: argparse.ArgumentParser) -> argparse.Namespace:
         parser.error("--assume-mfu must be in (0, 1] and --gpu-peak-tflops positive")
     grid = paper.preset(args.experiment) if args.experiment else None
     args.name = args.name or (grid.name if grid else "sweep")
+    args.out_dir = args.out_dir or ("runs/paper" if grid else "runs/sweeps")
     args.models = args.models or (grid.models if grid else None)
     args.methods = args.methods or (runnable_variants(grid.rows) if grid else None)
     args.config = [*(grid.configs if grid else []), *args.config]
@@ -186,6 +195,9 @@ def cmd_run(args) -> int:
     from reproduce.jobs import build_jobs, check_jobs
 
     args = resolve_grid(args, args.parser)
+    if args.mode == "slurm" and not args.dry_run and launch.sbatch_missing():  # before anything is written
+        print(f"error: {launch.SBATCH_MISSING}", file=sys.stderr)
+        return 2
     try:
         jobs = build_jobs(name=args.name, models=args.models, variants=args.methods, lrs=args.lrs,
                           seeds=args.seeds, out_dir=args.out_dir, base=args.base, extra_configs=args.config,
@@ -201,16 +213,15 @@ def cmd_run(args) -> int:
     if problems:
         print(f"error: {len(problems)} problem(s) in the grid:\n" + "\n".join(f"  - {p}" for p in problems),
               file=sys.stderr)
+        if any("world size" in p for p in problems):
+            print("  (a world-size problem: change --nodes/--gpus-per-node or --set train.micro_batch=...)",
+                  file=sys.stderr)
         return 2
     print(f"[sweep] {args.name}: {len(jobs)} jobs over {len(args.models)} model(s), {len(args.methods)} method(s), "
           f"{len({j.lr for j in jobs})} learning rate(s), {len(args.seeds)} seed(s); runs in {args.out_dir}/{args.name}/")
     costs = cost.job_costs(jobs, world_size) if args.dry_run or args.mode == "slurm" else []
     if args.dry_run:
         print(cost.estimate_line(jobs, costs, args.assume_mfu, args.gpu_peak_tflops))
-    if costs:  # sbatch's CPUs and memory from the configs, unless given
-        cpus, mem = cost.slurm_resources(costs, slurm.processes_per_node)
-        slurm.cpus_per_task = cpus if slurm.cpus_per_task is None else slurm.cpus_per_task
-        slurm.mem = slurm.mem or mem
 
     if args.mode == "local":
         nproc = args.nproc_per_node or 1
@@ -219,25 +230,51 @@ def cmd_run(args) -> int:
                 print(shlex.join(launch.local_command(job, nproc, args.python)))
             return 0
         return launch.run_local(jobs, nproc, args.python)
+    return submit_arrays(args, jobs, costs, slurm)
+
+
+def submit_arrays(args, jobs: list, costs: list, slurm) -> int:
+    """Slurm mode: one job array per resource request (each job's CPUs and memory from its own
+    config unless the flags give them), written and submitted, or printed by a dry run."""
+    from reproduce import cost, launch
+
+    requests = []
+    for job_cost in costs:
+        cpus, mem = cost.slurm_resources(job_cost, slurm.processes_per_node)
+        requests.append(replace(slurm, cpus_per_task=cpus if slurm.cpus_per_task is None else slurm.cpus_per_task,
+                                mem=slurm.mem or mem))
+    arrays = launch.job_arrays(args.name, jobs, requests)
+    if not slurm.has_time_limit:
+        print(launch.NO_TIME_LIMIT.format(lead=slurm.requeue_signal_seconds), file=sys.stderr)
+    print(f"[sweep] {len(arrays)} job array(s), one per resource request:")
+    for array in arrays:
+        print(f"[sweep]   {array.name}: {len(array.jobs)} job{'s' if len(array.jobs) != 1 else ''}, {array.request()}")
 
     sweep_dir = paper.REPO / args.out_dir / args.name / "slurm"
     if args.dry_run:
-        jobs_file = sweep_dir / f"{args.name}.jobs"
-        print(f"[sweep] dry run: would write {jobs_file} ({len(jobs)} lines):")
-        for job in jobs:
-            print(job.command_line())
-        print(f"[sweep] and {sweep_dir / (args.name + '.sbatch')}, then run: sbatch --parsable <that file>\n")
-        print(launch.render_sbatch(name=args.name, jobs_file=jobs_file, log_dir=sweep_dir / "logs",
-                                   job_count=len(jobs), slurm=slurm, python=args.python))
+        for array in arrays:
+            jobs_file = sweep_dir / f"{array.name}.jobs"
+            print(f"\n[sweep] dry run: would write {jobs_file} ({len(array.jobs)} lines):")
+            for job in array.jobs:
+                print(job.command_line())
+            print(f"[sweep] and {sweep_dir / (array.name + '.sbatch')}, then run: sbatch --parsable <that file>\n")
+            print(launch.render_sbatch(name=array.name, jobs_file=jobs_file, log_dir=sweep_dir / "logs",
+                                       job_count=len(array.jobs), slurm=array.slurm, python=args.python))
         return 0
-    script, jobs_file = launch.write_slurm_files(jobs, args.name, sweep_dir, slurm, args.python)
-    print(f"[sweep] wrote {jobs_file} and {script}")
-    status, answer = launch.submit(script)
-    if status:
-        print(f"error: sbatch failed ({status}): {answer}", file=sys.stderr)
-        return 1
-    print(f"[sweep] submitted job array {answer} ({len(jobs)} tasks); logs in {sweep_dir / 'logs'}")
-    print(f"[sweep] watch: squeue -j {answer}; results: python -m reproduce results {args.out_dir}/{args.name}")
+    submitted = []
+    for array in arrays:
+        script, jobs_file = launch.write_slurm_files(array.jobs, array.name, sweep_dir, array.slurm, args.python)
+        print(f"[sweep] wrote {jobs_file} and {script}")
+        status, answer = launch.submit(script)
+        if status:
+            done = f" (submitted before it: {', '.join(submitted)})" if submitted else ""
+            print(f"error: sbatch failed for {array.name} ({status}): {answer}{done}", file=sys.stderr)
+            return 1
+        submitted.append(answer)
+        print(f"[sweep] submitted job array {answer} ({len(array.jobs)} tasks) for {array.name}")
+    print(f"[sweep] logs in {sweep_dir / 'logs'}")
+    print(f"[sweep] watch: squeue -j {','.join(submitted)}; results: python -m reproduce results "
+          f"{args.out_dir}/{args.name}")
     return 0
 
 
@@ -252,6 +289,7 @@ RESULTS_HELP = """Tables and curves from run directories, with the paper's numbe
     python -m reproduce results runs/paper/table3 --table 3 --plot table3.png # + validation-PPL curves
     python -m reproduce results runs/paper/lr_search                          # every (model, method, lr) group
     python -m reproduce results runs/paper/table7 --table 7                   # also 12, 13, 14, figure1-7
+    python -m reproduce results runs/evidence --baseline adamw                # each method against AdamW
 
 A run directory is any directory under the given roots holding config.yaml and metrics.jsonl
 (summary.json once it finished), as train.py writes them. Runs are grouped by (model, method,
@@ -260,7 +298,10 @@ MoLS, learning rate) and every other setting of their resolved config that chang
 cadence aside), so ablation runs never merge; a table row takes the runs whose settings match the
 row's composed config in the keys where the table's rows differ (Table 7's grouping and reference,
 Table 12's samples, ...). Each cell is the mean ± sample standard deviation over the seeds of a
-group, followed by (paper value, our mean - paper). When a cell was run at several learning rates
+group, followed by (paper value, our mean - paper); where the runs also evaluated under the paper
+harness's protocol (train.eval_harness, as the paper configs set it) a model has three columns:
+the paper's value, ours, and ours under the harness's protocol with Δ = harness - paper, the
+comparable difference (docs/evaluation.md). When a cell was run at several learning rates
 (a search), the lowest-perplexity one is shown (--lr paper: the paper's rate); the notes under the
 table say which rate and seeds each cell uses. Table 1, 6, 12, 14 cells are final validation PPL
 (summary.json; Table 12 adds the estimate's minutes); Tables 7 and Figure 3 final validation
@@ -278,9 +319,9 @@ def _lr_option(parser: argparse.ArgumentParser) -> None:
                         help="per cell: the best learning rate run (default) or the paper's")
 
 
-def _groups(roots: list[Path]):
-    """The runs under the roots, grouped; None (with the error printed) where there are none."""
-    from reproduce.runs import find_runs, group_runs
+def _runs(roots: list[Path]):
+    """The runs under the roots and 0; None and exit status 2 (the error printed) where there are none."""
+    from reproduce.runs import find_runs
 
     missing = [str(root) for root in roots if not root.is_dir()]
     if missing:
@@ -290,7 +331,17 @@ def _groups(roots: list[Path]):
     if not runs:
         print(f"error: no run directories (config.yaml + metrics.jsonl) under {', '.join(map(str, roots))}",
               file=sys.stderr)
-        return None, 1
+        return None, 2
+    return runs, 0
+
+
+def _groups(roots: list[Path]):
+    """The runs under the roots, grouped; None (with the error printed) where there are none."""
+    from reproduce.runs import group_runs
+
+    runs, status = _runs(roots)
+    if runs is None:
+        return None, status
     groups = group_runs(runs)
     unfinished = sum(r.final_ppl is None for r in runs)
     print(f"{len(runs)} runs ({unfinished} unfinished) in {len(groups)} groups", file=sys.stderr)
@@ -300,6 +351,21 @@ def _groups(roots: list[Path]):
 def cmd_results(args) -> int:
     from reproduce import plots, tables
 
+    parser = args.parser
+    if args.baseline:
+        if args.table or args.mols_effect:
+            parser.error("--baseline compares arms of any runs: leave out --table and --mols-effect")
+        if args.format == "latex":
+            parser.error("--baseline prints text or Markdown (--format text|markdown)")
+        if args.margin is not None and not args.margin > 0:
+            parser.error("--margin must be a positive loss difference (nats)")
+        return _evidence(args)
+    used = [flag for flag, value in (("--method", args.method), ("--margin", args.margin),
+                                     ("--target", args.target)) if value is not None]
+    if used:
+        parser.error(f"{', '.join(used)} only with --baseline")
+    if args.format == "text":
+        parser.error("--format text is the --baseline report's (tables: markdown or latex)")
     groups, status = _groups(args.roots)
     if groups is None:
         return status
@@ -312,6 +378,27 @@ def cmd_results(args) -> int:
         print(tables.render_groups(groups))
     if args.plot:
         plots.plot_curves(groups, args.plot, args.table, args.lr_choice)
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _evidence(args) -> int:
+    """results --baseline: methods against a baseline (reproduce/evidence.py)."""
+    from reproduce import evidence, plots
+
+    runs, status = _runs(args.roots)
+    if runs is None:
+        return status
+    try:
+        report = evidence.build_report(runs, args.baseline, args.method, args.margin, args.target)
+    except evidence.EvidenceError as err:
+        print(err.report(), file=sys.stderr)
+        return 2
+    unfinished = sum(r.final_loss is None for r in runs)
+    print(f"{len(runs)} runs ({unfinished} unfinished) in {len(report.arms)} arms", file=sys.stderr)
+    print(evidence.render(report, args.format or "text"))
+    if args.plot:
+        plots.plot_arms(report.arms, args.plot)
         print(f"wrote {args.plot}", file=sys.stderr)
     return 0
 
@@ -364,12 +451,11 @@ def cmd_plot_alphas(args) -> int:
 
 def cmd_plot_ablation(args) -> int:
     from reproduce import plots
-    from reproduce.runs import find_runs, group_runs
+    from reproduce.runs import group_runs
 
-    runs = find_runs(args.roots)
-    if not runs:
-        print(f"error: no run directories under {', '.join(map(str, args.roots))}", file=sys.stderr)
-        return 1
+    runs, status = _runs(args.roots)
+    if runs is None:
+        return status
     out = args.out or Path(f"{args.table}.png")
     plots.plot_ablation(group_runs(runs), args.table, out, args.lr_choice)
     print(f"wrote {out}")
@@ -399,13 +485,29 @@ def build_parser() -> argparse.ArgumentParser:
                                   description=RESULTS_HELP, formatter_class=RAW)
     results.add_argument("roots", nargs="+", type=Path, help="directories searched for run directories")
     _table_option(results, help="print this paper table or figure's numbers (default: every group)")
-    results.add_argument("--format", choices=["markdown", "latex"], default="markdown",
-                         help="of the --table output (the group listing is Markdown)")
+    results.add_argument("--format", choices=["markdown", "latex", "text"], default=None,
+                         help="of the --table output: markdown (default) or latex; of the --baseline report: "
+                         "text (default) or markdown (the group listing is Markdown)")
     _lr_option(results)
     results.add_argument("--mols-effect", action="store_true",
                          help="each method with and without MoLS side by side, with optimizer state memory")
     results.add_argument("--plot", type=Path, help="write validation-perplexity curves to this PNG")
-    results.set_defaults(handler=cmd_results)
+    evidence = results.add_argument_group(
+        "a method against a baseline",
+        "Arms are runs of one setting over learning rates and seeds; each method arm is compared with\n"
+        "the baseline arm that ran in the same setting (reproduce/evidence.py). A FILTER is comma-separated\n"
+        "terms that all hold: a method name (adam, adamw, adamw+mols) or KEY=VALUE of any setting\n"
+        "(train.precision=bf16-pure, mols.min_alpha=null).")
+    evidence.add_argument("--baseline", metavar="FILTER",
+                          help="the baseline arms: final-loss differences with 95%% intervals and a paired or Welch "
+                          "t-test, the seeds a margin needs, the data-equivalent speed-up from the baseline's runs at "
+                          "several train.steps, steps to a target loss, and every arm's learning-rate grid")
+    evidence.add_argument("--method", metavar="FILTER", help="compare only these arms (default: every other arm)")
+    evidence.add_argument("--margin", type=float, metavar="NATS",
+                          help="the loss difference the seeds-needed count is for (default: the observed one)")
+    evidence.add_argument("--target", type=float, metavar="LOSS",
+                          help="the loss of the steps-to-target column (default: the higher of the two final losses)")
+    results.set_defaults(handler=cmd_results, parser=results)
 
     plot = commands.add_parser("plot", help="curves, module SNRs, the alphas, ablation bars", description=PLOT_HELP,
                                formatter_class=RAW)

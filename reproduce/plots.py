@@ -122,6 +122,43 @@ def plot_curves(groups: dict[GroupKey, list[Run]], out: Path, table: Optional[st
     save(fig, out)
 
 
+def plot_arms(arms: list, out: Path, title: str = "Validation loss per arm (reported split)") -> None:
+    """`results --baseline ... --plot`: one line per arm of the report (reproduce/evidence.py) at its
+    chosen learning rate, the mean validation loss over its finished seeds with a band of one
+    standard deviation; dashed with MoLS, thinner for arms that ran fewer steps (the budgets of
+    a speed-up fit)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    longest = max((max(run.steps or 0 for run in arm.finished().values()) for arm in arms if arm.finished()),
+                  default=0)
+    for i, arm in enumerate(arms):
+        runs = list(arm.finished().values())
+        if not runs:
+            continue
+        steps = sorted(set.intersection(*(set(r.val_loss) for r in runs)) - {0})
+        if not steps:
+            continue
+        means = [statistics.fmean(r.val_loss[s] for r in runs) for s in steps]
+        short = max(run.steps or 0 for run in runs) < longest
+        (line,) = ax.plot(steps, means, linestyle="--" if arm.mols else "-", linewidth=0.9 if short else 1.6,
+                          color=f"C{i % 10}", label=f"{arm.name}, lr {arm.lr:.3g}, {len(runs)} seed(s)")
+        if len(runs) > 1:
+            sds = [statistics.stdev(r.val_loss[s] for r in runs) for s in steps]
+            ax.fill_between(steps, [m - d for m, d in zip(means, sds)], [m + d for m, d in zip(means, sds)],
+                            color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("step")
+    ax.set_ylabel("validation loss")
+    ax.grid(True, alpha=0.3)
+    losses = [line.get_ydata() for line in ax.get_lines()]
+    if losses:  # the start of training (loss ~ log vocabulary) would flatten every curve
+        finals = [float(min(y)) for y in losses]
+        ax.set_ylim(min(finals) - 0.1, min(finals) + 1.5)
+        ax.legend(fontsize="small", loc="upper right")
+    ax.set_title(title)
+    fig.tight_layout()
+    save(fig, out)
+
+
 # ------------------------------------------------------------------------------------------------
 # Module SNR over training
 # ------------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@
     python scripts/evidence_study.py                      # every phase; rerun to continue
     python scripts/evidence_study.py --phases grid,seeds  # some of them
     python scripts/evidence_study.py --plan               # what would run, what is done
-    python -m reproduce results runs/evidence --baseline adamw --speedup   # the analysis
+    python -m reproduce results runs/evidence --baseline adamw   # the analysis (docs/evidence.md)
 
 Arms, each on its own learning-rate grid (configs/evidence.yaml: llama_tiny, one pass over the
 embedded training split, 4.26M tokens):
@@ -21,6 +21,8 @@ Phases (each picks up what the earlier ones decided):
            curve that the speed-up is read from
   bf16     AdamW and the better MoLS arm at their best rates in the paper's precision
            (train.precision: bf16-pure, weights and optimizer state in bf16), seeds 0-2
+  bf16_budgets  AdamW in bf16-pure at 1/8, 1/4 and 1/2 of the steps, seeds 0-2: the speed-up in
+           the paper's precision
 
 Every run is `train.py --config configs/evidence.yaml --set ...` in <out-dir>/<run name>. A run with
 a summary.json is done and skipped; a run with checkpoints continues from its latest one
@@ -45,7 +47,7 @@ ARMS = {
     "mols": ["mols.enabled=true", "mols.min_alpha=null"],
     "mols_floor": ["mols.enabled=true", "mols.min_alpha=1.0"],
 }
-PHASES = ("grid", "seeds", "budgets", "bf16")
+PHASES = ("grid", "seeds", "budgets", "bf16", "bf16_budgets")
 BUDGET_FRACTIONS = (8, 4, 2)  # AdamW with STEPS // n steps
 SEEDS = (0, 1, 2)
 
@@ -174,6 +176,10 @@ def main(argv=None) -> int:
         for arm in ("adamw", mols_arm):
             for seed in SEEDS:
                 study.run(arm, best[arm], seed, precision="bf16-pure")
+    if "bf16_budgets" in phases and not study.stopped:
+        for fraction in BUDGET_FRACTIONS:
+            for seed in SEEDS:
+                study.run("adamw", best["adamw"], seed, steps=STEPS // fraction, precision="bf16-pure")
     if study.stopped:
         print("[study] stopped; run the same command again to continue", flush=True)
         return 75

@@ -10,8 +10,10 @@ cd "$(dirname "$0")/.."
 OUT_DIR=${1:-runs}
 PYTHON=${PYTHON:-.venv/bin/python}
 sweep() {
+    # mols_floor.yaml after --mols's mols.yaml (the paper's rule): the floor scaled.yaml sets
     "$PYTHON" -m reproduce run --name scaled --base configs/scaled.yaml --models llama_tiny --mols both \
         --out-dir "$OUT_DIR" --mode local --set run.wandb.mode=disabled \
+        --config configs/paper/mols_floor.yaml \
         --set mols.samples=256 --set mols.micro_batch=8 "$@"  # mols.yaml says 2048: too many here
 }
 # Adam and Adam+MoLS: a small search over the paper's grid, then 3 seeds at two rates

@@ -63,10 +63,10 @@ def test_table_1_cells_markdown(table1_runs, capsys):
     out = capsys.readouterr().out
     rows = {line.split("|")[1].strip(): [c.strip() for c in line.split("|")[2:-1]]
             for line in out.splitlines() if line.startswith("| ") and not line.startswith("| Method")}
-    assert rows["Adam"][0] == "30.00 ± 1.00 (paper 29.55, Δ +0.45)"
-    assert rows["Adam+MoLS"][0] == "28.00 (paper 28.48, Δ -0.48)"
-    assert rows["NAdam"][0] == "– (paper 28.95)"
-    assert rows["GaLore"][1] == "– (paper 25.22)"  # unfinished
+    assert rows["Adam"][:3] == ["29.55", "30.00 ± 1.00", "–"]  # paper, ours, harness protocol (none logged)
+    assert rows["Adam+MoLS"][:3] == ["28.48", "28.00", "–"]
+    assert rows["NAdam"][:3] == ["28.95", "–", "–"]
+    assert rows["GaLore"][3:6] == ["25.22", "–", "–"]  # unfinished
     assert "| *Pre-training with Memory-efficient Optimizers* |" in out
     assert "- Adam @ 60M: lr 5.0e-03, seeds 0,1,2" in out
 
@@ -92,10 +92,10 @@ def test_final_ppl_cells_ignore_unfinished_runs(table1_runs):
 def test_table_1_latex(table1_runs, capsys):
     assert results([str(table1_runs), "--table", "1", "--format", "latex"]) == 0
     out = capsys.readouterr().out
-    assert r"\begin{tabular}{lcccc}" in out and r"\bottomrule" in out
-    assert r"Adam & 30.00$\pm$1.00 {\scriptsize(29.55, +0.45)} &" in out
-    assert r"Adam+MoLS & 28.00 {\scriptsize(28.48, -0.48)} &" in out
-    assert r"\multicolumn{5}{l}{\textit{Pre-training with Full-Rank Optimizers}}" in out
+    assert r"\begin{tabular}{l" + "c" * 12 + "}" in out and r"\bottomrule" in out
+    assert r"Adam & 29.55 & 30.00$\pm$1.00 & -- &" in out
+    assert r"Adam+MoLS & 28.48 & 28.00 & -- &" in out
+    assert r"\multicolumn{13}{l}{\textit{Pre-training with Full-Rank Optimizers}}" in out
 
 
 def test_table_3_uses_validation_ppl_at_the_steps(tmp_path, capsys):
@@ -107,13 +107,14 @@ def test_table_3_uses_validation_ppl_at_the_steps(tmp_path, capsys):
     assert results([str(root), "--table", "3"]) == 0
     out = capsys.readouterr().out
     header = next(line for line in out.splitlines() if line.startswith("| Method"))
-    assert header == "| Method | 30K | 60K | 90K | 120K | 150K |"
+    assert header == "| Method | " + " | ".join(f"{s} {c}" for s in ("30K", "60K", "90K", "120K", "150K")
+                                            for c in ("paper", "ours", "harness")) + " |"
     adam_3b = next(line for line in out.splitlines() if line.startswith("| 8-bit Adam |"))
     cells = [c.strip() for c in adam_3b.split("|")[2:-1]]
-    assert cells[0] == "18.50 ± 0.71 (paper 18.63, Δ -0.13)"
-    assert cells[1] == "16.50 ± 0.71 (paper 15.69, Δ +0.81)"
-    assert cells[2] == "– (paper 14.36)"
-    assert cells[4] == "–"  # the 3B runs stop at 120K: no paper value either
+    assert cells[0:3] == ["18.63", "18.50 ± 0.71", "–"]
+    assert cells[3:6] == ["15.69", "16.50 ± 0.71", "–"]
+    assert cells[6:9] == ["14.36", "–", "–"]
+    assert cells[12:15] == ["–", "–", "–"]  # the 3B runs stop at 120K: no paper value either
 
 
 def test_group_listing_marks_the_best_learning_rate(table1_runs, capsys):
@@ -133,8 +134,10 @@ def test_plot_writes_a_png(table1_runs, tmp_path, table):
 
 
 def test_no_runs_is_an_error(tmp_path, capsys):
-    assert results([str(tmp_path)]) == 1
-    assert "no run directories" in capsys.readouterr().err
+    for extra in ([], ["--table", "1"], ["--baseline", "adamw"]):
+        assert results([str(tmp_path), *extra]) == 2  # bad input: the user's folder holds no runs
+        err = capsys.readouterr().err
+        assert err == f"error: no run directories (config.yaml + metrics.jsonl) under {tmp_path}\n"
 
 
 def test_mols_effect_puts_each_method_beside_its_mols_variant(tmp_path, capsys):
@@ -198,11 +201,11 @@ def test_table_7_rows_take_the_runs_of_their_grouping(table7_runs, capsys):
     captured = capsys.readouterr()
     assert "found twice" not in captured.err
     rows = rows_of(captured.out)
-    assert rows["Vanilla"] == ["3.130 (paper 3.127, Δ +0.003)"]
-    assert rows["Attn, MLP"] == ["3.140 (paper 3.139, Δ +0.001)"]
-    assert rows["Attn, MLP, Emb"] == ["– (paper 3.103)"]
-    assert rows["QK, VO, MLP, Emb"] == ["3.095 (paper 3.092, Δ +0.003)"]
-    assert rows["QK, VO, MLP, Emb, Head"] == ["3.090 (paper 3.088, Δ +0.002)"]
+    assert rows["Vanilla"] == ["3.127", "3.130", "–"]
+    assert rows["Attn, MLP"] == ["3.139", "3.140", "–"]
+    assert rows["Attn, MLP, Emb"] == ["3.103", "–", "–"]
+    assert rows["QK, VO, MLP, Emb"] == ["3.092", "3.095", "–"]
+    assert rows["QK, VO, MLP, Emb, Head"] == ["3.088", "3.090", "–"]
 
 
 def test_runs_that_differ_in_any_setting_stay_apart(table7_runs, capsys):
@@ -226,11 +229,11 @@ def test_table_12_ppl_and_estimation_minutes(tmp_path, capsys):
                                      "gradient_samples": samples // 64, "sequences": samples, "seconds": seconds})
     assert results([str(root), "--table", "12"]) == 0
     out = capsys.readouterr().out
-    assert "| Method | PPL | estimation (min) |" in out
+    assert "| Method | PPL paper | PPL ours | PPL harness | estimation (min) |" in out
     rows = rows_of(out)
-    assert rows["2048"] == ["21.98 (paper 21.99, Δ -0.01)", "0.75 (paper 0.67, Δ +0.08)"]
-    assert rows["16384"] == ["21.93 (paper 21.94, Δ -0.01)", "4.00 (paper 3.73, Δ +0.27)"]
-    assert rows["4096"] == ["– (paper 22.04)", "– (paper 1.16)"]
+    assert rows["2048"] == ["21.99", "21.98", "–", "0.75 (paper 0.67, Δ +0.08)"]
+    assert rows["16384"] == ["21.94", "21.93", "–", "4.00 (paper 3.73, Δ +0.27)"]
+    assert rows["4096"] == ["22.04", "–", "–", "– (paper 1.16)"]
     png = tmp_path / "t12.png"
     assert reproduce(["plot", "ablation", str(root), "--table", "12", "--out", str(png)]) == 0
     assert png.read_bytes()[:4] == b"\x89PNG"
@@ -259,9 +262,9 @@ def test_table_14_reads_table_1_runs_beside_its_own(table1_runs, tmp_path, capsy
         write_run(tmp_path / "t14", "llama_60m", "lion", False, lr, 0, ppl, {10000: ppl})
     assert results([str(table1_runs), str(tmp_path / "t14"), "--table", "14"]) == 0
     rows = rows_of(capsys.readouterr().out)
-    assert rows["Adam"][0] == "30.00 ± 1.00 (paper 29.55, Δ +0.45)"
-    assert rows["Lion"][0] == "32.00 (paper 32.46, Δ -0.46)"  # the best rate of the search
-    assert rows["SGG"][0] == "– (paper 30.31)" and rows["SOAP"][0] == "– (paper 29.02)"
+    assert rows["Adam"][:3] == ["29.55", "30.00 ± 1.00", "–"]
+    assert rows["Lion"][:3] == ["32.46", "32.00", "–"]  # the best rate of the search
+    assert rows["SGG"][:3] == ["30.31", "–", "–"] and rows["SOAP"][:3] == ["29.02", "–", "–"]
 
 
 def test_figure_3_hand_tuned_against_mols(tmp_path, capsys):
@@ -275,9 +278,9 @@ def test_figure_3_hand_tuned_against_mols(tmp_path, capsys):
     assert results([str(root), "--table", "figure3"]) == 0
     out = capsys.readouterr().out
     rows = rows_of(out)
-    assert rows["MoLS"] == ["3.089 (paper 3.088, Δ +0.001)"]
-    assert rows["hand: MLP x2, others x4"] == ["3.080"] and rows["hand: MLP x1, others x1"] == ["3.120"]
-    assert rows["hand: MLP x2, others x2"] == ["–"]
+    assert rows["MoLS"] == ["3.088", "3.089", "–"]
+    assert rows["hand: MLP x2, others x4"] == ["–", "3.080", "–"] and rows["hand: MLP x1, others x1"] == ["–", "3.120", "–"]
+    assert rows["hand: MLP x2, others x2"] == ["–", "–", "–"]
     assert "best hand-tuned setting: 3.074" in out
     png = tmp_path / "f3.png"
     assert reproduce(["plot", "ablation", str(root), "--table", "figure3", "--out", str(png)]) == 0

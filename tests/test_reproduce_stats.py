@@ -1,0 +1,327 @@
+"""The statistics of `python -m reproduce results --baseline` (reproduce/stats.py, evidence.py) on
+numbers and synthetic run directories whose answers are known: Student's t against a t table and
+closed forms, the paired and Welch tests, the seeds a margin needs, a fixed data-equivalent
+speed-up recovered from L(D) = a D^-b + c, steps to a target loss, and the learning rate chosen on
+the selection split (or the output saying it was chosen on the reported one)."""
+import json
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+
+from reproduce import evidence, stats
+from reproduce.cli import main as reproduce
+from reproduce.runs import find_runs
+
+# ------------------------------------------------------------------ Student's t
+
+
+@pytest.mark.parametrize("df, quantile", [(1, 12.706), (2, 4.303), (4, 2.776), (10, 2.228), (30, 2.042),
+                                          (1e7, 1.960)])
+def test_t_quantiles_match_a_t_table(df, quantile):
+    assert stats.t_quantile(0.975, df) == pytest.approx(quantile, abs=5e-4)
+    assert stats.t_quantile(0.025, df) == pytest.approx(-quantile, abs=5e-4)
+    assert stats.t_cdf(stats.t_quantile(0.975, df), df) == pytest.approx(0.975, abs=1e-9)
+
+
+@pytest.mark.parametrize("t, df, p", [
+    (1.0, 1, 0.5),                                           # Cauchy: 1 - 2 atan(1) / pi
+    (3.0, 1, 1 - 2 * math.atan(3.0) / math.pi),              # 0.205
+    (6.928, 2, 1 - 6.928 / math.sqrt(6.928 ** 2 + 2)),       # df 2: p = 1 - |t| / sqrt(t^2 + 2)
+    (2.776, 4, 0.050), (2.228, 10, 0.050), (3.169, 10, 0.010), (2.0, 10, 0.073), (0.0, 5, 1.0),
+])
+def test_two_sided_p_values_match_closed_forms_and_tables(t, df, p):
+    assert stats.t_two_sided_p(t, df) == pytest.approx(p, abs=5e-4)
+
+
+def test_paired_t_by_hand():
+    # differences -0.05, -0.03, -0.04: mean -0.04, sd 0.01, se 0.01/sqrt(3), t = -6.928, df 2
+    est = stats.paired_t([-0.05, -0.03, -0.04])
+    assert (est.design, est.n, est.df) == ("paired", 3, 2)
+    assert est.t == pytest.approx(-6.9282, abs=1e-4)
+    assert est.p == pytest.approx(0.0202, abs=5e-4)  # 1 - 6.928 / sqrt(50)
+    assert (est.low, est.high) == (pytest.approx(-0.04 - 4.3027 * 0.01 / math.sqrt(3), abs=1e-4),
+                                   pytest.approx(-0.04 + 4.3027 * 0.01 / math.sqrt(3), abs=1e-4))
+
+
+def test_welch_t_by_hand():
+    # means 2 and 4, variances 1 and 4, n 3 each: se = sqrt(5/3), t = -1.549, df = (5/3)^2 / ((1/3)^2/2 + (4/3)^2/2)
+    est = stats.welch_t([1.0, 2.0, 3.0], [2.0, 4.0, 6.0])
+    assert est.design == "welch"
+    assert est.t == pytest.approx(-2 / math.sqrt(5 / 3), abs=1e-9)
+    assert est.df == pytest.approx(2.941, abs=5e-4)
+    # the p-value against the t density integrated numerically (Simpson), independent of the beta function
+    df = est.df
+    density = lambda x: math.exp(math.lgamma((df + 1) / 2) - math.lgamma(df / 2)) / math.sqrt(df * math.pi) \
+        * (1 + x * x / df) ** (-(df + 1) / 2)
+    n, edge = 20000, abs(est.t)
+    h = edge / n
+    inner = density(0) + density(edge) + sum((4 if i % 2 else 2) * density(i * h) for i in range(1, n))
+    assert est.p == pytest.approx(1 - 2 * inner * h / 3, abs=1e-6)
+    assert est.p == pytest.approx(0.221, abs=1e-3)  # R: t.test(c(1,2,3), c(2,4,6)): p-value = 0.2209
+
+
+def test_seeds_needed():
+    # paired, sd of the differences = margin: 10 pairs (n = 9: (2.306 + 0.889)^2 = 10.2 > 9; n = 10: 9.89 <= 10)
+    assert stats.seeds_needed(1.0, 1.0) == 10
+    assert (stats.t_quantile(0.975, 9) + stats.t_quantile(0.8, 9)) ** 2 == pytest.approx(9.89, abs=0.01)
+    assert stats.seeds_needed(1.0, 0.5) == 34   # half the margin: about four times the seeds
+    assert stats.seeds_needed(0.02, 0.04) == 5
+    assert stats.seeds_needed((1.0, 1.0), 1.0) == 17  # unpaired, per arm (d = 1 in two-sample tables)
+    assert stats.seeds_needed(0.0, 0.1) == 2 and stats.seeds_needed(1.0, 0.0) is None
+    # a small margin: the smallest n that satisfies the formula, counted from the normal approximation up
+    n = stats.seeds_needed(1.0, 0.05)
+    formula = lambda n: (stats.t_quantile(0.975, n - 1) + stats.t_quantile(0.8, n - 1)) ** 2 / 0.05 ** 2
+    assert n >= formula(n) and n - 1 < formula(n - 1) and 3140 < n < 3160
+    assert stats.seeds_needed(1.0, 0.001) is None  # over stats.SEEDS_LIMIT
+
+
+def test_power_law_fit_recovers_its_parameters():
+    tokens = [1e6, 2e6, 4e6, 8e6]
+    law = lambda d: 2.0 * (d / 1e6) ** -0.3 + 3.0
+    fit = stats.fit_power_law(tokens, [law(d) for d in tokens])
+    assert (fit.a_per_token * 1e6 ** -0.3, fit.b, fit.c) == (pytest.approx(2.0, rel=1e-6), pytest.approx(0.3, rel=1e-6),
+                                                             pytest.approx(3.0, rel=1e-6))
+    assert fit.tokens_for(law(12e6)) == pytest.approx(12e6, rel=1e-6)
+    assert fit.tokens_for(2.9) == math.inf  # below the asymptote: never reached
+    with pytest.raises(stats.FitError, match="3 or more budgets"):
+        stats.fit_power_law([1e6, 2e6], [5.0, 4.0])
+    with pytest.raises(stats.FitError, match="does not fall"):
+        stats.fit_power_law(tokens, [4.0, 4.1, 4.2, 4.3])
+
+
+def test_first_crossing_interpolates_between_evaluations():
+    curve = [(0, 10.0), (100, 5.2), (200, 4.8)]
+    assert stats.first_crossing(curve, 5.5) == pytest.approx(100 * 4.5 / 4.8)  # 93.75
+    assert stats.first_crossing(curve, 5.0) == pytest.approx(150.0)
+    assert stats.first_crossing(curve, 4.8) == 200.0
+    assert stats.first_crossing(curve, 4.7) is None
+
+
+# ------------------------------------------------------------------ synthetic studies
+
+TOKENS_PER_STEP = 32 * 128
+STEPS = 1000
+B = 0.3
+D_MAIN = STEPS * TOKENS_PER_STEP
+# a D^-b + c with a set so that 1.5x the tokens lowers the loss by exactly 0.04 at the main budget
+A = 0.04 / ((D_MAIN / 1e6) ** -B * (1 - 1.5 ** -B))
+C = 3.0
+
+
+def law(tokens: float) -> float:
+    return A * (tokens / 1e6) ** -B + C
+
+
+def write_run(root: Path, name: str, lr: float, seed: int, final: float, steps: int = STEPS, mols: dict | None = None,
+              selection: float | None = None, shuffle_seed: int | None = None, curve: dict | None = None,
+              precision: str = "fp32") -> Path:
+    """A finished run as train.py writes it (config.yaml, metrics.jsonl, summary.json)."""
+    run_dir = root / name
+    run_dir.mkdir(parents=True)
+    config = {"run": {"name": name, "seed": seed}, "model": {"size": "llama_tiny"},
+              "optimizer": {"name": "adamw", "lr": lr},
+              "data": {"shuffle_seed": 42 + seed if shuffle_seed is None else shuffle_seed, "seq_len": 128,
+                       "val_selection": selection is not None},
+              "train": {"steps": steps, "global_batch": 32, "micro_batch": 16, "precision": precision},
+              "mols": mols or {"enabled": False}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    curve = curve or {0: 9.0, steps // 2: final + 0.5, steps: final}
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps({"kind": "val", "step": s, "loss": v, "ppl": math.exp(v)})
+                                                   + "\n" for s, v in sorted(curve.items())))
+    summary = {"final_val_loss": final, "final_val_ppl": math.exp(final), "steps": steps,
+               "tokens_seen": steps * TOKENS_PER_STEP}
+    if selection is not None:
+        summary["final_selection_loss"] = selection
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    return run_dir
+
+
+PAPER_RULE = {"enabled": True, "min_alpha": None}
+BASELINE_OFFSETS = (-0.01, 0.0, 0.01)        # per seed; they sum to zero, so means are exact
+DIFFERENCES = (-0.05, -0.03, -0.04)          # method - baseline per seed: mean -0.04 = law(1.5 D) - law(D)
+
+
+@pytest.fixture
+def study(tmp_path):
+    """AdamW and MoLS, each on a grid of three rates (seed 0) and three seeds at the best; AdamW also
+    at 1/8, 1/4 and 1/2 of the steps. MoLS's final loss is the baseline's at 1.5x the tokens."""
+    root = tmp_path / "runs"
+    base = {s: law(D_MAIN) + BASELINE_OFFSETS[s] for s in range(3)}
+    # the grid: 4e-3 has the lowest loss on the REPORTED split, 2e-3 on the selection split
+    write_run(root, "adamw_lr1e-3_s0", 1e-3, 0, base[0] + 0.2, selection=base[0] + 0.2)
+    write_run(root, "adamw_lr4e-3_s0", 4e-3, 0, base[0] - 0.1, selection=base[0] + 0.1)
+    for s in range(3):
+        write_run(root, f"adamw_lr2e-3_s{s}", 2e-3, s, base[s], selection=base[s])
+        write_run(root, f"mols_lr2e-3_s{s}", 2e-3, s, base[s] + DIFFERENCES[s], mols=PAPER_RULE,
+                  selection=base[s] + DIFFERENCES[s])
+        for fraction in (8, 4, 2):
+            steps = STEPS // fraction
+            final = law(steps * TOKENS_PER_STEP) + BASELINE_OFFSETS[s]
+            write_run(root, f"adamw_lr2e-3_s{s}_steps{steps}", 2e-3, s, final, steps=steps, selection=final)
+    for lr in (1e-3, 4e-3):
+        write_run(root, f"mols_lr{lr:.0e}_s0", lr, 0, base[0] + 0.1, mols=PAPER_RULE, selection=base[0] + 0.1)
+    return root
+
+
+def report_of(root: Path, baseline: str = "adamw", **kwargs) -> evidence.Report:
+    return evidence.build_report(find_runs([root]), baseline, resamples=200, **kwargs)
+
+
+def only_comparison(report: evidence.Report) -> evidence.Comparison:
+    (comparison,) = report.comparisons
+    return comparison
+
+
+def test_a_fixed_speed_up_is_recovered(study):
+    c = only_comparison(report_of(study))
+    s = c.speedup
+    assert [tokens for tokens, _ in s.budgets] == [STEPS // f * TOKENS_PER_STEP for f in (8, 4, 2, 1)]
+    assert s.fit.b == pytest.approx(B, rel=1e-5) and s.fit.c == pytest.approx(C, abs=1e-5)
+    assert s.ratio == pytest.approx(1.5, abs=1e-4)
+    assert s.steps_needed == pytest.approx(1.5 * STEPS, rel=1e-4)
+    assert "beyond the baseline's largest budget" in s.extrapolated  # 1.5x the largest budget
+    assert s.low <= s.ratio <= s.high
+
+
+def test_paired_difference_and_its_p_value(study):
+    c = only_comparison(report_of(study))
+    d = c.difference
+    assert (d.design, d.n, d.df) == ("paired", 3, 2)
+    assert d.value == pytest.approx(-0.04, abs=1e-9)
+    assert d.p == pytest.approx(0.0202, abs=5e-4)  # the hand computation of test_paired_t_by_hand
+    assert c.spread == pytest.approx(0.01, abs=1e-9)
+    assert c.seeds == stats.seeds_needed(0.01, 0.04) == 3
+
+
+def test_runs_that_do_not_share_data_order_get_welch(tmp_path):
+    root = tmp_path / "runs"
+    for s, (base, method) in enumerate([(5.0, 4.9), (5.2, 5.0), (5.1, 5.05)]):
+        write_run(root, f"adamw_s{s}", 2e-3, s, base, selection=base)
+        write_run(root, f"mols_s{s}", 2e-3, s, method, mols=PAPER_RULE, selection=method, shuffle_seed=100 + s)
+    c = only_comparison(report_of(root))
+    expected = stats.welch_t([4.9, 5.0, 5.05], [5.0, 5.2, 5.1])
+    assert c.difference.design == "welch"
+    assert (c.difference.value, c.difference.p) == (pytest.approx(expected.value), pytest.approx(expected.p))
+    assert c.seeds == stats.seeds_needed((c.spread[0], c.spread[1]), abs(expected.value))
+    assert c.speedup.ratio is None and "3 or more budgets (has 1)" in c.speedup.problem
+
+
+def test_learning_rate_is_chosen_on_the_selection_split(study):
+    report = report_of(study)
+    adamw = next(arm for arm in report.arms if not arm.mols and arm.settings["train.steps"] == STEPS)
+    assert adamw.chosen_on == "selection"
+    assert adamw.lr == 2e-3  # 4e-3 is lower on the reported split, higher on the selection split
+    assert [rate.lr for rate in adamw.grid] == [1e-3, 2e-3, 4e-3]
+    assert adamw.choice_seeds == [(0, 42)]  # the seed every rate has
+
+
+def test_without_a_selection_split_the_output_says_so(tmp_path, capsys):
+    root = tmp_path / "runs"
+    for lr, loss in ((1e-3, 5.2), (2e-3, 5.0)):
+        write_run(root, f"adamw_{lr}", lr, 0, loss)
+        write_run(root, f"mols_{lr}", lr, 0, loss - 0.1, mols=PAPER_RULE)
+    assert reproduce(["results", str(root), "--baseline", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert "chosen on the reported split, the numbers it is judged by" in out
+    assert "final loss on the REPORTED split" in out
+    assert "one seed on a side: no interval, no test" in out
+
+
+def test_steps_to_target_on_the_curves(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root, "adamw", 2e-3, 0, 5.0, curve={0: 9.0, 500: 6.0, 1000: 5.0})
+    write_run(root, "mols", 2e-3, 0, 4.9, mols=PAPER_RULE, curve={0: 9.0, 500: 5.6, 1000: 4.9})
+    steps = only_comparison(report_of(root, target=5.8)).steps
+    assert steps.baseline == pytest.approx(600.0)          # 500 + 500 * (6.0 - 5.8) / (6.0 - 5.0)
+    assert steps.method == pytest.approx(500 * 3.2 / 3.4)  # 470.6
+    default = only_comparison(report_of(root)).steps       # the higher final loss, 5.0
+    assert (default.target, default.baseline, default.method) == (5.0, 1000.0, pytest.approx(500 + 500 * 0.6 / 0.7))
+    missed = only_comparison(report_of(root, target=4.95)).steps
+    assert missed.baseline is None and missed.method == pytest.approx(500 + 500 * 0.65 / 0.7)
+    text = evidence.render(report_of(root, target=4.95))
+    assert "the baseline does not reach it within its 1,000 steps" in text
+
+
+def test_the_report_reads_in_plain_words(study, capsys):
+    assert reproduce(["results", str(study), "--baseline", "adamw", "--margin", "0.02"]) == 0
+    out = capsys.readouterr().out
+    assert "p = 0.020: significant at 5%" in out
+    assert "paired t-test over 3 seeds that share initialisation (run.seed) and data order" in out
+    assert "Seeds needed to detect a difference of 0.020 at 5% significance with 80% power" in out
+    assert "1.50x [" in out and "the fit is extrapolated beyond the baseline's largest budget" in out
+    seed0 = law(D_MAIN) + BASELINE_OFFSETS[0]  # the grid: seed 0's selection loss at every rate, the chosen one marked
+    assert (f"adam (train.steps=1000): 0.001: {seed0 + 0.2:.3f} | 0.002: {seed0:.3f} * | 0.004: {seed0 + 0.1:.3f} "
+            "(final loss on the selection split, seed 0)") in out
+    assert "one learning rate run, not tuned in its own setting" in out  # the budget arms
+    header = next(line for line in out.splitlines() if line.startswith("arm "))
+    assert "val loss" in header and "val PPL" in header
+    assert reproduce(["results", str(study), "--baseline", "adamw", "--format", "markdown"]) == 0
+    markdown = capsys.readouterr().out
+    assert "| method | baseline | setting | difference [95% CI] |" in markdown
+    png = study.parent / "curves.png"
+    assert reproduce(["results", str(study), "--baseline", "adamw", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    assert "### Against the baseline" in markdown
+
+
+def test_each_method_meets_the_baseline_of_its_own_setting(study):
+    # the same two arms in pure bf16, one seed each; a baseline filter that matches both precisions
+    write_run(study, "adamw_bf16", 2e-3, 0, 5.5, precision="bf16-pure", selection=5.5)
+    write_run(study, "mols_bf16", 2e-3, 0, 5.4, mols=PAPER_RULE, precision="bf16-pure", selection=5.4)
+    report = report_of(study)
+    pairs = sorted((c.method.where, c.baseline.where) for c in report.comparisons)
+    assert [m for m, b in pairs] == [b for m, b in pairs]  # never across settings
+    assert len(pairs) == 2 and any("bf16-pure" in m for m, _ in pairs)
+    bf16 = next(c for c in report.comparisons if "bf16-pure" in c.method.where)
+    assert bf16.difference.value == pytest.approx(-0.1) and bf16.difference.design == ""
+    assert "3 or more budgets (has 1)" in bf16.speedup.problem  # the budgets ran in fp32 only
+    fp32 = only_comparison(report_of(study, method="train.precision=fp32"))  # --method narrows the comparisons
+    assert fp32.method.where == "train.precision=fp32, train.steps=1000"
+
+
+def test_filters_that_name_nothing_are_errors(study, capsys):
+    assert reproduce(["results", str(study), "--baseline", "lion"]) == 2
+    assert "--baseline 'lion' matches none of the arms" in capsys.readouterr().err
+    assert reproduce(["results", str(study), "--baseline", "train.stepz=1000"]) == 2
+    assert "no run has the setting 'train.stepz'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        reproduce(["results", str(study), "--margin", "0.1"])
+    assert stop.value.code == 2 and "--margin only with --baseline" in capsys.readouterr().err
+
+
+def test_a_loss_below_the_fits_asymptote_is_never_reached(study, capsys):
+    for s in range(3):  # far below c = 3.0: no budget of the baseline gets there
+        write_run(study, f"floor_s{s}", 2e-3, s, 2.9 + 0.01 * s, mols={"enabled": True, "min_alpha": 1.0},
+                  selection=2.9)
+    report = report_of(study, method="mols.min_alpha=1.0")
+    s = only_comparison(report).speedup
+    assert s.tokens_needed == math.inf and s.ratio == math.inf and s.high == math.inf
+    text = evidence.render(report)
+    assert "an unbounded number of tokens (the target lies below the fit's asymptote c = 3.000)" in text
+
+
+def test_runs_without_a_partner_are_left_out_of_the_paired_test(study):
+    write_run(study, "mols_lr2e-3_s3", 2e-3, 3, 3.0, mols=PAPER_RULE, selection=3.0)  # no AdamW seed 3
+    c = only_comparison(report_of(study))
+    assert c.difference.design == "paired" and c.difference.n == 3 and c.unpaired_left_out == 1
+    assert "1 run(s) without a partner left out" in evidence.render(report_of(study))
+
+
+def test_a_study_in_progress_says_what_is_missing(tmp_path, capsys):
+    root = tmp_path / "runs"
+    write_run(root, "adamw", 2e-3, 0, 5.0, selection=5.0)
+    (write_run(root, "mols", 2e-3, 0, 4.9, mols=PAPER_RULE, selection=4.9) / "summary.json").unlink()  # running
+    assert reproduce(["results", str(root), "--baseline", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert "no finished run yet for the method" in out
+    assert "adam+mols: 0.002: running (nothing finished yet)" in out
+    assert "0 (+1 running)" in out and "Speed-up fits" not in out
+    # one rate of the method's grid finished, the other still running: its choice is provisional
+    write_run(root, "mols_lr1e-3", 1e-3, 0, 5.1, mols=PAPER_RULE, selection=5.1)
+    assert reproduce(["results", str(root), "--baseline", "adamw"]) == 0
+    out = capsys.readouterr().out
+    assert "selection split (grid unfinished)" in out
+    assert "adam+mols: 0.001: 5.100 * | 0.002: running (final loss on the selection split, seed 0)" in out
+    assert "baseline's steps over the method's" in out
