@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Pre-train a language model, or fine-tune a pretrained one, optionally with MoLS, from a YAML config.
+r"""Pre-train a language model, or fine-tune a pretrained one, optionally with MoLS, from a YAML config.
 
     python train.py --config configs/quickstart.yaml [--set optimizer.lr=2.5e-3 ...]
     torchrun --nproc_per_node 8 train.py --config configs/paper/base.yaml \
@@ -24,28 +24,31 @@ import sys
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import yaml
 
 from configs import IGNORE_INDEX, UserError, write_json_atomic
 from data import check_vocabulary, get_tokenizer
 from data.instructions import data_pipeline, tokenizer_spec
-from models import loss_sum_and_count, mean_loss
+from data.prefetch import Prefetcher
+from models import loss_sum_and_count
 from models.cost import flops_per_token
 from mols import MeasurementInterrupted, MoLS, param_groups
 from optimizers import build_optimizer, describe_groups, optimizer_state_bytes
 from optimizers.schedule import lr_factor
 from training import checkpoint, distributed
 from training.cli import parse_arguments
+from training.compat import set_tf32
 from training.config import Config, load_config
 from training.dry_run import check_memory, plan
-from training.finetune import finetune_plan
-from training.evaluation import evaluate, perplexity, to_device
-from training.fsdp import full_value, is_sharded, no_gradient_sync
+from training.evaluation import evaluate, evaluate_harness, perplexity, to_device
+from training.fsdp import accumulating, full_value, is_sharded
+from training.mols_measurements import MoLSMeasurements
 from training.precision import model_description, prepare_model, resolve_precision
 from training.faults import (EXIT_NONFINITE, EXIT_PREEMPTED, STOP_SIGNALS, NonfiniteGuard, StopRequests,
                              nonfinite_report)
-from training.records import RunLog, check_wandb, prepare_run_dir, save_run_records
+from training.records import RunLog, check_wandb, prepare_run_dir, release_run_dirs, save_run_records
 from training.state import TrainingState, check_resume_config
 from training.throughput import Throughput, peak_tflops
 
@@ -62,8 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
             return 0
         if args.dry_run:
-            planner = finetune_plan if cfg.model.pretrained else plan
-            print(planner(cfg, args.gpus or int(os.environ.get("WORLD_SIZE", "1")), args.gpus_per_node))
+            print(plan(cfg, args.gpus or int(os.environ.get("WORLD_SIZE", "1")), args.gpus_per_node))
             return 0
         return train(cfg)
     except UserError as err:
@@ -71,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         return err.exit_code
     finally:
         distributed.teardown()
+        release_run_dirs()
         for sig, handler in handlers.items():  # train() catches them; in-process callers get theirs back
             signal.signal(sig, handler)
 
@@ -84,8 +87,9 @@ def forward_backward(train_model, micro_batches: list[dict], world_size: int, de
     batch, so the average over ranks (DDP's and FSDP's) is undone by the world-size factor;
     gradients are reduced on the last micro-batch only (under `accumulate()` before it).
     Autocast covers the forward only."""
-    local_targets = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro_batches)
-    global_targets = distributed.all_reduce_tensor(torch.tensor(float(local_targets), device=device))
+    local_targets = sum(int(np.count_nonzero(b["labels"][:, 1:].numpy() != IGNORE_INDEX)) for b in micro_batches)
+    # torch.full fills on the device; torch.tensor(x, device=cuda) would wait for the GPU's queue
+    global_targets = distributed.all_reduce_tensor(torch.full((), float(local_targets), device=device))
     loss_total = torch.zeros((), dtype=torch.float64, device=device)
     for i, batch in enumerate(micro_batches):
         last = i == len(micro_batches) - 1
@@ -147,8 +151,8 @@ def train(cfg: Config) -> int:
     procs = distributed.setup(t.device, always_group=t.parallel == "fsdp")
     device, is_main = procs.device, procs.is_main
     torch.set_num_threads(t.threads or distributed.host_threads())
-    if device.type == "cuda" and t.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if device.type == "cuda":
+        set_tf32(t.tf32)
     accumulation = t.accumulation(procs.world_size)
     check_wandb(cfg)
     stops = StopRequests()  # from here on a signal stops the run at a step boundary, with a checkpoint
@@ -166,13 +170,15 @@ def train(cfg: Config) -> int:
     state = TrainingState(model, optimizer, mols=None, streams={})
     mols = None
     if cfg.mols.enabled:
-        mols = MoLS.from_config(model, optimizer, cfg.mols, estimate_step=cfg.mols_estimate_step,
-                                warmup_steps=cfg.warmup_steps, device=device, step=lambda: state.step)
+        mols = MoLS(model, optimizer, cfg.mols, estimate_step=cfg.mols_estimate_step, warmup_steps=cfg.warmup_steps,
+                    device=device, step=lambda: state.step)
         state.mols = mols
 
     build_train_stream, build_val_batches, describe_data = data_pipeline(cfg.data)  # documents or instructions
     stream_args = dict(rank=procs.rank, world_size=procs.world_size, vocab_limit=vocab_size)
     state.streams["train"] = build_train_stream(cfg.data, tokenizer, micro_batch=t.micro_batch, **stream_args)
+    if cfg.data.prefetch:  # packed ahead in a thread while the device computes; pinned for the copy to a GPU
+        state.streams["train"] = Prefetcher(state.streams["train"], cfg.data.prefetch, pin_memory=device.type == "cuda")
     if mols is not None:  # MoLS's extra samples come from an independent order: training data untouched
         mols_micro = cfg.mols.micro_batch or t.micro_batch
         state.streams["mols"] = build_train_stream(cfg.data, tokenizer, micro_batch=mols_micro, seed_offset=1,
@@ -185,7 +191,8 @@ def train(cfg: Config) -> int:
     ddp_model = model  # MoLS estimates through this one: no_sync, parameter names of `model`
     accumulate = contextlib.nullcontext  # how micro-batches before an update's last one run
     if t.parallel == "fsdp":  # the model is sharded already (training/fsdp.py)
-        accumulate = lambda: no_gradient_sync(model, reshard=t.fsdp_reshard_in_accumulation)  # noqa: E731
+        accumulate = lambda: accumulating(model, reshard=t.fsdp_reshard_in_accumulation,  # noqa: E731
+                                          sync=t.fsdp_gradient_sync == "every_micro_batch")
     elif procs.world_size > 1:
         # The gradients are the all-reduce buckets (no second copy), zeroed in place between steps
         # (set_to_none would let no_sync micro-batches allocate fresh ones); the only buffers, RoPE's
@@ -194,12 +201,20 @@ def train(cfg: Config) -> int:
             model, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
             broadcast_buffers=False)
         accumulate = ddp_model.no_sync
-    train_model = torch.compile(ddp_model) if t.compile else ddp_model
+    # compiled whole under DDP or in one process; under FSDP each block was compiled before sharding
+    train_model = torch.compile(ddp_model) if t.compile and t.parallel != "fsdp" else ddp_model
     val_batches = build_val_batches(cfg.data, tokenizer, batch_size=t.eval_batch or t.micro_batch, **stream_args)
     selection_batches = (build_val_batches(cfg.data, tokenizer, batch_size=t.eval_batch or t.micro_batch,
                                            part="selection", **stream_args) if cfg.data.val_selection else None)
+    harness_batches = None  # train.eval_harness: the reference harness's validation set too
+    if t.eval_harness:
+        from data.harness import build_harness_val_batches
+        harness_batches = build_harness_val_batches(cfg.data, tokenizer, batch_size=t.micro_batch, **stream_args)
 
     log = RunLog(cfg, run_dir, is_main)
+    measurements = None if mols is None else MoLSMeasurements(
+        mols, ddp_model, state.streams["mols"], device=device, world_size=procs.world_size, autocast=autocast,
+        stops=stops, run_dir=run_dir, is_main=is_main, say=log.say)
     if is_main:
         save_run_records(cfg, run_dir, procs.world_size, device, resumed_at=state.step if resume_from else None)
     seq_len = cfg.data.sequence_tokens  # instruction records: the cut-off (micro-batches pad to their longest)
@@ -208,6 +223,9 @@ def train(cfg: Config) -> int:
     for change in changes:
         log.say(f"changed on resume (run.allow_resume_changes): {change}")
     log.say(describe_data(cfg.data, tokenizer))
+    if harness_batches is not None:
+        log.say(f"validation also as the reference harness (train.eval_harness): {len(harness_batches)} batches of "
+                f"{t.micro_batch} on this rank, seed-42 order, the mean of batch means over batches + 1")
     if vocabulary_note:
         log.say(vocabulary_note)
     log.say(f"model {cfg.model.pretrained or cfg.model.size} ({precision}, vocab {vocab_size}); "
@@ -225,19 +243,15 @@ def train(cfg: Config) -> int:
             checkpoint.prune(run_dir / "checkpoints", t.keep_checkpoints)
         return saved_to.name
 
+    harness = {}  # the latest `val_harness` record
+
     def run_eval(batches=val_batches, kind: str = "val") -> float:
         val_loss, val_tokens = evaluate(model, batches, device, autocast, lockstep=is_sharded(model))
         log.log(kind, state.step, {"loss": val_loss, "ppl": perplexity(val_loss), "tokens": val_tokens})
+        if kind == "val" and harness_batches is not None:  # the harness's number beside ours
+            harness.update(evaluate_harness(model, harness_batches, device, autocast, lockstep=is_sharded(model)))
+            log.log("val_harness", state.step, harness)
         return val_loss
-
-    def mols_batches(what: str):  # every rank draws the same number of extra batches
-        stream = state.streams["mols"]
-        for _ in range(mols.draws(what, stream.micro_batch * procs.world_size)):
-            yield to_device(stream.next_batch(), device)
-
-    def mols_loss(model_, batch):  # autocast around the forward only, as in training
-        with autocast():
-            return mean_loss(model_, batch)
 
     def stop(signal_name: str, during: str = "") -> int:
         saved_to = save_checkpoint()
@@ -258,30 +272,12 @@ def train(cfg: Config) -> int:
     guard = NonfiniteGuard(t.on_nonfinite, t.max_consecutive_skips)
     while state.step < t.steps:
         step = state.step
-        calibrate = mols is not None and mols.calibration_due(step)
-        track = mols is not None and mols.tracking_due(step)
-        if calibrate or track:
-            # A stop signal ends the extra passes within one gradient sample; their data stream is
-            # put back, so the resumed run measures the same samples as an uninterrupted one would.
-            position = state.streams["mols"].state_dict()
+        if measurements is not None:  # MoLS's calibration and SNR tracking, when due
             try:
                 with speed.paused():
-                    if calibrate:
-                        log.say(f"MoLS calibration at step {step}: {mols.samples:,} sequences ...")
-                        calibration = mols.calibrate(ddp_model, mols_batches("calibrate"), mols_loss,
-                                                     should_stop=lambda: stops.agreed(device))
-                        log.say(calibration.table())
-                        log.log("mols_calibration", step,
-                                {k: v for k, v in vars(calibration).items() if k != "step"}, console=False)
-                        if is_main:
-                            write_json_atomic(run_dir / "mols.json", mols.state_dict())
-                    if track:
-                        measured = mols.measure(ddp_model, mols_batches("track"), mols_loss,
-                                                should_stop=lambda: stops.agreed(device))
-                        log.log("snr", step, {"module_snr": measured.module_snr, "seconds": measured.seconds},
-                                console=False)
+                    for kind, values in measurements.before_update(step):
+                        log.log(kind, step, values, console=False)
             except MeasurementInterrupted:
-                state.streams["mols"].load_state_dict(position)
                 return stop(stops.name, during=f"during the MoLS measurement before update {step + 1} "
                                                f"(it is redone on resume)")
 
@@ -315,9 +311,10 @@ def train(cfg: Config) -> int:
 
         done = state.step
         if t.due("log", done):
-            train_loss = float(distributed.all_reduce_tensor(update.loss_total) / update.targets)
+            loss_total = distributed.all_reduce_tensor(update.loss_total)
+            train_loss, grad_norm = torch.stack([loss_total / update.targets, update.grad_norm.double()]).tolist()
             record = {"loss": train_loss, "lr": cfg.optimizer.lr * factor, "tokens": state.tokens_seen,
-                      "grad_norm": float(update.grad_norm), **speed.report()}
+                      "grad_norm": grad_norm, **speed.report()}
             if guard.skipped:
                 record["skipped"] = guard.skipped
             if mols is not None:  # each module's effective learning rate, and the multipliers behind it
@@ -339,8 +336,12 @@ def train(cfg: Config) -> int:
                 save_checkpoint()
 
     final_loss = run_eval()
-    save_checkpoint()
+    if state.step != segment_start or resume_from is None or \
+            resume_from.parent.resolve() != (run_dir / "checkpoints").resolve():
+        save_checkpoint()  # (a finished run resumed keeps the checkpoint it resumed from)
     summary = run_summary(cfg, state, final_loss, speed)
+    if harness:  # train.eval_harness: the number the paper's tables are comparable to
+        summary["final_harness_loss"], summary["final_harness_ppl"] = harness["loss"], harness["ppl"]
     if selection_batches is not None:  # data.val_selection: what hyper-parameters are chosen on
         summary["final_selection_loss"] = run_eval(selection_batches, "val_selection")
     if is_main:

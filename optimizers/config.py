@@ -1,20 +1,28 @@
-"""The `optimizer` section: the method, its common settings, and each method's typed options.
+"""The `optimizer` section: the method, its common settings, and its options.
 
-`optimizer.options` holds method-specific settings; each method's options are a dataclass
-(optimizers/options.py), checked by the same typed checker as every other section
-(configs.typed). After validation `cfg.options` is that dataclass, defaults filled in, so builders
-read `options.rank` directly. Which method takes which dataclass is said once, in
-optimizers/methods.py (METHOD_OPTIONS).
+`optimizer.name` is a method of the registry (optimizers/registry.py: each method's module defines
+its options dataclass) or a class path, module.ClassName (optimizers/class_path.py). A method's
+`optimizer.options` are checked against its dataclass by the same typed checker as every other
+section (configs.typed); after validation `cfg.options` is that dataclass, defaults filled in, so
+builders read `options.rank` directly. A class path's options stay a mapping, checked against the
+class's signature.
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from configs import build, check_range, is_number
-from optimizers.methods import METHOD_OPTIONS
+from optimizers import class_path
+from optimizers.registry import REGISTRY
+
+
+# Far above any method's useful learning rate (the paper's are below 0.1): a larger one is a typo,
+# and from about 1e37 the optimizers' step arithmetic overflows float32 in the first update.
+MAX_LR = 1e3
 
 
 def _option_names(cls) -> list[str]:
@@ -33,7 +41,9 @@ class OptimizerConfig:
     def validate(self) -> list[str]:
         """Every problem of this section; on success `options` becomes the method's dataclass."""
         problems: list[str] = []
-        check_range(problems, "optimizer.lr", self.lr, low=0, low_open=True)
+        if isinstance(self.lr, float) and not math.isfinite(self.lr):
+            problems.append(f"optimizer.lr: must be a finite number, got {self.lr!r}")
+        check_range(problems, "optimizer.lr", self.lr, low=0, low_open=True, high=MAX_LR)
         check_range(problems, "optimizer.eps", self.eps, low=0)
         check_range(problems, "optimizer.weight_decay", self.weight_decay, low=0)
         if isinstance(self.betas, list) and (len(self.betas) != 2 or not all(
@@ -49,7 +59,10 @@ class OptimizerConfig:
             options = {}
         if not isinstance(options, dict):
             return problems + [f"optimizer.options: expected a mapping of option: value, got {options!r}"]
-        cls = METHOD_OPTIONS[self.name]
+        if class_path.is_class_path(self.name):
+            self.options = options
+            return problems + class_path.problems(self.name, options)
+        cls = REGISTRY[self.name].options
         known = _option_names(cls)
         for key in options:
             if key not in known:
@@ -58,19 +71,20 @@ class OptimizerConfig:
         return problems
 
     def _method_problem(self) -> Optional[str]:
-        methods = list(METHOD_OPTIONS)
+        methods = list(REGISTRY)
+        known = f"known: {', '.join(methods)}, or a torch Optimizer as module.ClassName"
         if not isinstance(self.name, str):
-            return f"optimizer.name: expected a string, got {self.name!r} (known: {', '.join(methods)})"
-        if self.name in methods:
+            return f"optimizer.name: expected a string, got {self.name!r} ({known})"
+        if self.name in methods or class_path.is_class_path(self.name):
             return None
         normalised = self.name.lower().replace("-", "_")
         hint = difflib.get_close_matches(normalised, methods, n=1, cutoff=0.6)
         return (f"optimizer.name: unknown method {self.name!r}"
-                + (f" (did you mean {hint[0]!r}?)" if hint else f" (known: {', '.join(methods)})"))
+                + (f" (did you mean {hint[0]!r}?)" if hint else f" ({known})"))
 
     def _unknown_option(self, key: str, known: list[str]) -> str:
         hint = difflib.get_close_matches(str(key), known, n=1, cutoff=0.6)
-        owners = [m for m, cls in METHOD_OPTIONS.items() if key in _option_names(cls)]
+        owners = [name for name, method in REGISTRY.items() if key in _option_names(method.options)]
         if hint:
             advice = f"did you mean {hint[0]!r}?"
         elif known:

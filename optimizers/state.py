@@ -1,9 +1,11 @@
-"""Checkpointing, memory accounting and a readable summary of any optimizer built here.
+"""Checkpointing, memory accounting and a readable summary of any optimizer built here (a class
+path's too: these read only the torch.optim.Optimizer interface, state_dict and param_groups).
 
 export_state returns only what `torch.load(weights_only=True)` reads back: tensors, numbers,
-strings, lists, tuples and dicts. The one exception in the packages used, GaLore's and APOLLO's
-projector objects (kept in per-parameter state), is written as a tagged dict of its attributes
-and rebuilt as the same class by import_state, so training continues exactly as if never stopped.
+strings, lists, tuples and dicts, which is all that torch's optimizers keep. The one exception in
+the packages used, GaLore's and APOLLO's projector objects (kept in per-parameter state), is written
+as a tagged dict of its attributes and rebuilt as the same class by import_state, so training
+continues exactly as if never stopped. Any other object in a state is refused when it is exported.
 """
 from __future__ import annotations
 
@@ -42,7 +44,8 @@ def _to_plain(value: Any, where: str) -> Any:
         attributes = {key: _to_plain(item, f"{where}.{key}") for key, item in vars(value).items()}
         return {OBJECT_TAG: _qualified_name(value), "attributes": attributes}
     raise TypeError(f"optimizer state {where} is a {_qualified_name(value)}, which a weights-only "
-                    f"checkpoint cannot hold; teach optimizers/state.py to export it")
+                    f"checkpoint cannot hold: keep optimizer state as tensors, numbers, strings and lists, "
+                    f"tuples or dicts of them (or teach optimizers/state.py to export it)")
 
 
 def _from_plain(value: Any) -> Any:
@@ -119,19 +122,20 @@ def _move_projectors_to_their_parameters(optimizer: torch.optim.Optimizer) -> No
                     setattr(value, key, [t.to(param.device) for t in attribute])
 
 
-def _tensors_in(value: Any):
+def state_tensors(value: Any):
+    """Every tensor in an optimizer state value (nested containers and projector objects included)."""
     if isinstance(value, DTensor):  # a sharded run's state: this rank's shard
         yield value.to_local()
     elif isinstance(value, torch.Tensor):
         yield value
     elif isinstance(value, dict):
         for item in value.values():
-            yield from _tensors_in(item)
+            yield from state_tensors(item)
     elif isinstance(value, (list, tuple)):
         for item in value:
-            yield from _tensors_in(item)
+            yield from state_tensors(item)
     elif _qualified_name(value) in PROJECTOR_CLASSES:
-        yield from _tensors_in(vars(value))
+        yield from state_tensors(vars(value))
 
 
 def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
@@ -141,7 +145,7 @@ def optimizer_state_bytes(optimizer: torch.optim.Optimizer) -> int:
     seen: set[tuple[str, int]] = set()
     total = 0
     for per_param in optimizer.state.values():
-        for tensor in _tensors_in(per_param):
+        for tensor in state_tensors(per_param):
             storage = tensor.untyped_storage()
             key = (str(tensor.device), storage.data_ptr())
             if key not in seen:

@@ -1,7 +1,9 @@
-"""The grid: models x rows (a method overlay, with or without MoLS) x learning rates x seeds, one
-job per cell. A job is the list of composed configs plus `--set` overrides for its cell (learning
-rate, seed, a unique run name, output directory, `run.resume=auto` so a requeued job continues
-from its checkpoint, and the wandb group and tags): one line of train.py arguments.
+"""The grid: models x rows (a method, with or without MoLS) x learning rates x seeds, one job per
+cell. A method is an overlay of configs/paper/methods/, a registered optimizer name or a torch
+Optimizer's class path (`method_layer`). A job is the list of composed configs plus `--set`
+overrides for its cell (learning rate, seed, a unique run name, output directory,
+`run.resume=auto` so a requeued job continues from its checkpoint, and the wandb group and tags):
+one line of train.py arguments.
 """
 from __future__ import annotations
 
@@ -107,6 +109,22 @@ def learning_rates_for(model: str, variant: Variant, lrs: str | list[float] | di
     return [lr]
 
 
+def method_layer(method: str) -> tuple[list[Path], list[str]]:
+    """(configs, overrides) that make a job train `method`: its overlay configs/paper/methods/<method>.yaml
+    (the paper's settings), else `optimizer.name=<method>` for a registered method without one or a
+    torch Optimizer's class path (module.ClassName), which the config check then imports."""
+    from optimizers import REGISTRY, is_class_path
+
+    overlay = PAPER / "methods" / f"{method}.yaml"
+    if overlay.is_file():
+        return [overlay], []
+    if method in REGISTRY or is_class_path(method):
+        return [], [f"optimizer.name={method}"]
+    known = sorted(p.stem for p in (PAPER / "methods").glob("*.yaml"))
+    raise ValueError(f"no method overlay {relative(overlay)} (known: {', '.join(known)}), and {method!r} is neither "
+                     f"a registered method ({', '.join(REGISTRY)}) nor a class path (module.ClassName)")
+
+
 def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: str | list[float],
                seeds: list[int], out_dir: str, base: Path = BASE_CONFIG, extra_configs: list = (),
                extra_overrides: list[str] = (), wandb_project: str | None = None,
@@ -120,11 +138,8 @@ def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: st
         for variant in variants:
             if variant.models and model not in variant.models:
                 continue
-            method_config = PAPER / "methods" / f"{variant.method}.yaml"
-            if not method_config.is_file():
-                known = sorted(p.stem for p in (PAPER / "methods").glob("*.yaml"))
-                raise ValueError(f"no method overlay {relative(method_config)} (known: {', '.join(known)})")
-            configs = [base] + ([model_config] if model_config.is_file() else []) + [method_config]
+            method_configs, method_overrides = method_layer(variant.method)
+            configs = [base] + ([model_config] if model_config.is_file() else []) + method_configs
             configs += [MOLS_OVERLAY] if variant.mols else []
             configs += [PAPER / f"{c}.yaml" for c in variant.configs]
             configs += [Path(c) for c in extra_configs]
@@ -140,6 +155,7 @@ def build_jobs(*, name: str, models: list[str], variants: list[Variant], lrs: st
                                  f"run.wandb.group={name}", f"run.wandb.tags={tags}"]
                     if not model_config.is_file():
                         overrides.append(f"model.size={model}")
+                    overrides += method_overrides
                     if wandb_project:
                         overrides.append(f"run.wandb.project={wandb_project}")
                     jobs.append(Job(model, variant, lr, seed, [relative(c) for c in configs],
@@ -171,14 +187,20 @@ def load_job_config(job: Job):
 
 
 def check_jobs(jobs: list[Job], world_size: int) -> list[str]:
-    """Compose every job's config as train.py will, before anything is submitted."""
+    """Compose every job's config as train.py will, before anything is submitted: each problem
+    once, with the jobs that have it (a grid shares most of its problems)."""
     from configs import ConfigError
 
-    problems = []
+    having: dict[str, list[str]] = {}
     for job in jobs:
         try:
             load_job_config(job).train.accumulation(world_size)
         except ConfigError as err:
-            hint = "; change --nodes/--gpus-per-node or --set train.micro_batch=..." if "world size" in str(err) else ""
-            problems += [f"{job.run_name}: {p}{hint}" for p in err.problems]
+            for problem in err.problems:
+                having.setdefault(problem, []).append(job.run_name)
+    problems = []
+    for problem, names in having.items():
+        who = names[0] if len(names) == 1 else (f"{len(names)} jobs ({names[0]}, ...)" if len(names) < len(jobs)
+                                                else f"every job ({len(names)})")
+        problems.append(f"{who}: {problem}")
     return problems

@@ -1,9 +1,12 @@
-"""Where jobs run: a Slurm job array (the sbatch script and the jobs file) or one after another here.
+"""Where jobs run: Slurm job arrays (the sbatch script and the jobs file of each) or one after another here.
 
-Slurm mode writes <out-dir>/<name>/slurm/{<name>.sbatch, <name>.jobs, logs/} and submits with
-sbatch; array task i runs line i+1 of the jobs file through srun + the launcher (training/launch.py:
-torchrun that gives its workers time to save after a signal) on every node of its allocation.
-Local mode runs the jobs one after another on this machine.
+Slurm mode puts the jobs that ask for the same resources (nodes, GPUs, CPUs, memory, time limit,
+partition) into one array (`job_arrays`), so that no job asks for another's: one array keeps the
+sweep's name, several are <name>-1, <name>-2, ... in the grid's order. It writes
+<out-dir>/<name>/slurm/{<array>.sbatch, <array>.jobs, logs/} and submits each with sbatch; array
+task i runs line i+1 of its jobs file through srun + the launcher (tools/launch.py: torchrun that
+gives its workers time to save after a signal) on every node of its allocation. Local mode runs
+the jobs one after another on this machine.
 
 Preemption and time limits (render_sbatch; docs/slurm.md has a run on a real Slurm): the job asks
 for USR1 to its batch shell 300 s before the time limit (--signal=B:USR1@300). The shell passes a
@@ -14,14 +17,17 @@ id and jobs-file line, resumes from that checkpoint (run.resume=auto). A TERM to
 (scancel, preemption) is passed on the same way, but the job is not requeued by the script: a
 cancelled job ends with that checkpoint on disk (in KillWait seconds, or Slurm kills it), a
 preempted one is requeued by Slurm where the partition's PreemptMode says so. The batch shell exits
-with srun's status. Allow the save time in the lead: --sbatch-arg=--signal=B:USR1@600.
+with srun's status. Allow the save time in the lead: --sbatch-arg=--signal=B:USR1@600. Without a
+time limit of its own (--time) a job gets the partition's default, and the USR1 counts from that
+(`reproduce run` warns: NO_TIME_LIMIT).
 """
 from __future__ import annotations
 
 import shlex
+import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from reproduce.paper import REPO
@@ -48,25 +54,67 @@ class SlurmSettings:
     def processes_per_node(self) -> int:
         return self.nproc_per_node or max(self.gpus_per_node, 1)
 
+    @property
+    def has_time_limit(self) -> bool:
+        return self.time is not None or any(arg.split("=")[0] in ("--time", "-t") for arg in self.extra)
+
+    def resource_directives(self) -> list[str]:
+        """What a job of these settings asks Slurm for (the sbatch options; jobs with the same
+        share an array)."""
+        directives = [f"--nodes={self.nodes}"]
+        if self.gpus_per_node:
+            directives.append(f"--gpus-per-node={self.gpus_per_node}")
+        for option, value in [("cpus-per-task", self.cpus_per_task), ("mem", self.mem),
+                              ("time", self.time), ("partition", self.partition)]:
+            if value is not None:
+                directives.append(f"--{option}={value}")
+        return directives
+
+
+NO_TIME_LIMIT = ("warning: no --time: the jobs get the partition's default time limit (sinfo -o '%P %L'), "
+                 "which may be shorter than they need (each then stops, saves and requeues every time it runs "
+                 "out) or none, and the save and requeue before the limit (--signal=B:USR1@{lead}) counts from "
+                 "it; give --time, e.g. --time 48:00:00")
+
+
+@dataclass
+class JobArray:
+    """Jobs that ask for the same resources, submitted as one array under `name`."""
+    name: str
+    jobs: list
+    slurm: SlurmSettings
+
+    def request(self) -> str:
+        """The array's resource request in one line."""
+        return " ".join(self.slurm.resource_directives())
+
+
+def job_arrays(name: str, jobs: list, requests: list[SlurmSettings]) -> list[JobArray]:
+    """One array per distinct resource request, `requests[i]` the settings job i asks with; the
+    arrays and their jobs in the grid's order. One array keeps the sweep's name, several are
+    numbered <name>-1, <name>-2, ..."""
+    groups: dict[tuple, JobArray] = {}
+    for job, slurm in zip(jobs, requests, strict=True):
+        key = tuple(slurm.resource_directives()) + (slurm.processes_per_node,)
+        groups.setdefault(key, JobArray(name, [], slurm)).jobs.append(job)
+    arrays = list(groups.values())
+    if len(arrays) > 1:
+        arrays = [replace(array, name=f"{name}-{i}") for i, array in enumerate(arrays, 1)]
+    return arrays
+
 
 def render_sbatch(*, name: str, jobs_file: Path, log_dir: Path, job_count: int, slurm: SlurmSettings,
                   python: str = sys.executable, repo: Path = REPO) -> str:
     array = f"0-{job_count - 1}" + (f"%{slurm.max_parallel}" if slurm.max_parallel else "")
-    directives = [f"--job-name=mols-{name}", f"--array={array}", f"--nodes={slurm.nodes}",
+    directives = [f"--job-name=mols-{name}", f"--array={array}",
                   "--ntasks-per-node=1",  # one torchrun per node; it starts the per-GPU processes
                   f"--output={log_dir}/%x_%A_%a.out",
                   "--open-mode=append",     # a requeued job appends to the same log
                   "--requeue", f"--signal=B:USR1@{slurm.requeue_signal_seconds}"]
-    if slurm.gpus_per_node:
-        directives.append(f"--gpus-per-node={slurm.gpus_per_node}")
-    for option, value in [("cpus-per-task", slurm.cpus_per_task), ("mem", slurm.mem),
-                          ("time", slurm.time), ("partition", slurm.partition)]:
-        if value is not None:
-            directives.append(f"--{option}={value}")
-    directives += slurm.extra
+    directives += slurm.resource_directives() + slurm.extra
     header = "\n".join(f"#SBATCH {d}" for d in directives)
     return f"""#!/bin/bash
-# Written by `python -m reproduce run` (reproduce/launch.py): {job_count} jobs of sweep {name!r};
+# Written by `python -m reproduce run` (reproduce/launch.py): {job_count} jobs, array {name!r};
 # array task i runs line i+1 of
 # {jobs_file}
 {header}
@@ -94,7 +142,7 @@ echo "[sweep] train.py $JOB_ARGS"
 # (Not `kill $TRAIN_PID`: srun answers TERM with SIGKILL to its tasks, "forcing job termination",
 # and passes USR1 on as USR1, which kills torchrun: it handles only TERM, INT, HUP and QUIT.)
 # The workers finish their step, all save a checkpoint at the same step and exit 75; the launcher
-# (training/launch.py: torchrun that waits --stop-grace s for them on every torch version, where
+# (tools/launch.py: torchrun that waits --stop-grace s for them on every torch version, where
 # torchrun 2.11 alone SIGKILLs them after 30 s) then exits 75 too.
 # After USR1 the job requeues itself once srun has returned (same job id, same jobs-file line) and
 # resumes from that checkpoint (run.resume=auto), unless training had finished (status 0).
@@ -111,7 +159,7 @@ trap 'stop_training USR1' USR1
 trap 'stop_training TERM' TERM
 
 eval "JOB_ARGV=($JOB_ARGS)"  # the line is shell-quoted (reproduce/jobs.py)
-srun --kill-on-bad-exit=1 {shlex.quote(python)} -m training.launch --stop-grace {slurm.requeue_signal_seconds} \\
+srun --kill-on-bad-exit=1 {shlex.quote(python)} -m tools.launch --stop-grace {slurm.requeue_signal_seconds} \\
     --nnodes "$SLURM_NNODES" --nproc_per_node {slurm.processes_per_node} \\
     --rdzv_backend c10d --rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT" --rdzv_id "$SLURM_JOB_ID" \\
     train.py "${{JOB_ARGV[@]}}" &
@@ -149,7 +197,7 @@ def write_slurm_files(jobs: list, name: str, sweep_dir: Path, slurm: SlurmSettin
 
 def local_command(job, nproc_per_node: int, python: str = sys.executable) -> list[str]:
     if nproc_per_node > 1:
-        launcher = [python, "-m", "training.launch", "--standalone", f"--nproc_per_node={nproc_per_node}"]
+        launcher = [python, "-m", "tools.launch", "--standalone", f"--nproc_per_node={nproc_per_node}"]
     else:
         launcher = [python]
     return launcher + ["train.py"] + job.train_args()
@@ -169,8 +217,16 @@ def run_local(jobs: list, nproc_per_node: int, python: str = sys.executable) -> 
     return 1 if failed else 0
 
 
+SBATCH_MISSING = ("sbatch not found on PATH: submit from a Slurm login node, or run the jobs on this machine "
+                  "with --mode local (--dry-run prints the sbatch script without submitting)")
+
+
+def sbatch_missing() -> bool:
+    return shutil.which("sbatch") is None
+
+
 def submit(script: Path) -> tuple[int, str]:
-    """sbatch the script: (0, job id) or (sbatch's status, its error)."""
+    """sbatch the script: (0, job id) or (sbatch's status, its error). Ask sbatch_missing() first."""
     submitted = subprocess.run(["sbatch", "--parsable", str(script)], capture_output=True, text=True)
     if submitted.returncode:
         return submitted.returncode, submitted.stderr.strip()

@@ -78,6 +78,11 @@ class Run:
     settings: dict = field(default_factory=dict)  # see settings_of
     calibration: Optional[dict] = None    # the first mols_calibration record
     accuracy: dict = field(default_factory=dict)  # fine-tuning: column -> accuracy % (see read_accuracy)
+    optimizer: str = "?"                  # optimizer.name (method is the overlay it matches)
+    selection_loss: Optional[float] = None  # final loss on the selection half (data.val_selection)
+    val_loss: dict[int, float] = field(default_factory=dict)  # step -> validation loss (reported split)
+    tokens: Optional[int] = None          # tokens trained on (summary.json)
+    steps: Optional[int] = None           # optimizer steps (summary.json)
 
     @property
     def setting_key(self) -> tuple:
@@ -145,13 +150,16 @@ def read_run(run_dir: Path, methods: dict[str, dict]) -> Run:
     records = read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
     val = {r["step"]: float(r.get("ppl", r.get("val_ppl"))) for r in records
            if r["kind"] == "val" and r.get("ppl", r.get("val_ppl")) is not None}
+    val_loss = {r["step"]: float(r["loss"]) for r in records if r["kind"] == "val" and r.get("loss") is not None}
     calibration = next((r for r in records if r["kind"] == "mols_calibration"), None)
     return Run(path=run_dir, model=model_key(config),
                method=method_label(optimizer, methods),
                mols=bool(config.get("mols", {}).get("enabled", False)), lr=float(optimizer.get("lr", math.nan)),
                seed=int(config.get("run", {}).get("seed", 0)), final_ppl=summary.get("final_val_ppl"), val_ppl=val,
                state_bytes=summary.get("optimizer_state_bytes"), final_loss=summary.get("final_val_loss"),
-               settings=settings_of(config), calibration=calibration, accuracy=read_accuracy(run_dir))
+               settings=settings_of(config), calibration=calibration, accuracy=read_accuracy(run_dir),
+               optimizer=optimizer.get("name", "?"), selection_loss=summary.get("final_selection_loss"),
+               val_loss=val_loss, tokens=summary.get("tokens_seen"), steps=summary.get("steps"))
 
 
 def find_runs(roots: list[Path]) -> list[Run]:

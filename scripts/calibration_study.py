@@ -62,7 +62,8 @@ FULL = dict(models=["llama_tiny", "llama_60m-8k"], train_steps=20, sample_sequen
             table12_set=[], baseline=True)
 QUICK = dict(models=["llama_micro"], train_steps=2, sample_sequences=4, ks=[4, 8, 16],
              mb_sequences=32, mb_sizes=[2, 4], seeds=[0], table12_samples=[16, 64],
-             table12_set=["model.size=llama_micro", "train.steps=4", "data.val_tokens=4096"], baseline=False)
+             table12_set=["model.size=llama_micro", "train.steps=4", "train.warmup_steps=2", "data.val_tokens=4096"],
+             baseline=False)
 
 
 def parse_args(argv=None):
@@ -186,12 +187,11 @@ def study_mols(model, optimizer):
 def summarise(mols, moments, sequences: int, snr: str) -> dict:
     """Module SNRs, alphas and their jackknife intervals from the moments folded so far, through
     the project's own code (GradientMoments, compute_alphas, MoLS's interval rule)."""
-    from mols import compute_alphas
     from mols.snr import SNRMeasurement, jackknife_se
 
-    module_snr, zero = moments.module_stats(mols.segments, mols.estimator, mols.zero_variance, snr)
-    replicates = moments.jackknife_replicates(mols.segments, mols.estimator, mols.zero_variance, snr)
-    alphas, ref = compute_alphas(module_snr, mols.reference, mols.min_alpha, mols.max_alpha)
+    module_snr, zero = moments.module_stats(mols.segments, mols.settings.estimator, mols.settings.zero_variance, snr)
+    replicates = moments.jackknife_replicates(mols.segments, mols.settings.estimator, mols.settings.zero_variance, snr)
+    alphas, ref = mols._alphas(module_snr)
     result = SNRMeasurement(module_snr, moments.count, sequences, 0.0, zero, replicates, jackknife_se(replicates),
                             GROUPS, moments.statistics_bytes())
     extra = mols._uncertainty(result, alphas)

@@ -18,7 +18,7 @@ run used, the loss of its final checkpoint is summary.json's final_val_loss, bit
 evaluated over several ranks sums in another order: equal to about 1e-12).
 
 The multiple-choice tasks score the trained model in fp32 (a fine-tuning run's LoRA adapters merged
-into the base weights, as scripts/export_hf.py exports it), with training/multiple_choice.py:
+into the base weights, as scripts/export_hf.py exports it), with tools/multiple_choice.py:
 
 - choices: a local .jsonl/.json of commonsense-style records (instruction, answer, options, and
   choices/label for log-likelihood), or shipped-synthetic (the shipped set's 80 test records);
@@ -31,10 +31,13 @@ into the base weights, as scripts/export_hf.py exports it), with training/multip
   directory holding test.jsonl and dev.jsonl of {subject, question, choices, answer}.
 
 --method generation (the default for choices and commonsense) generates after the training prompt
-and extracts the first option name (LLM-Adapters' way; --num-beams 4 is its script's decoding);
-loglik scores each option's answer line by log-likelihood; both runs the two. MMLU is always
-log-likelihood of the answer letters. The result goes to RUN_DIR/eval_<task>_step_<step>.json.
-Bad input exits with code 2.
+and extracts the first option name (LLM-Adapters' way); --num-beams sets the decoding: by default
+4 beams for commonsense (LLM-Adapters' evaluation script, as Table 4 scores) and greedy (1) for
+choices. loglik scores each option's answer line by log-likelihood; both runs the two. MMLU is
+always log-likelihood of the answer letters, in the prompt the run trained with: a fine-tuning run
+on instruction records is asked in its chat template or Alpaca prompt (data.chat_template, the
+tokenizer's template where null), any other run in plain k-shot text ("prompt_format" in the
+result). The result goes to RUN_DIR/eval_<task>_step_<step>.json. Bad input exits with code 2.
 """
 from __future__ import annotations
 
@@ -53,7 +56,7 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
     pass
 
 from configs import UserError, write_json_atomic
-from training.inference import embedding_rows, load_checkpoint, model_weights
+from tools.trained_model import embedding_rows, inference_model_and_tokenizer, load_checkpoint, model_weights
 
 TASKS = ("val", "choices", "commonsense", "mmlu")
 
@@ -121,21 +124,6 @@ def evaluate_run(run_dir: Path, checkpoint_path: Path | None = None, device: str
 # Multiple choice
 # ------------------------------------------------------------------------------------------------
 
-def trained_model(cfg, state: dict):
-    """(the run's model for inference, fp32 in eval mode, its tokenizer); a fine-tuning run's LoRA
-    merged (models.pretrained.finetuned_model)."""
-    from data import get_tokenizer
-    from data.instructions import tokenizer_spec
-
-    weights = model_weights(state)
-    tokenizer = get_tokenizer(tokenizer_spec(cfg))
-    if cfg.model.pretrained:
-        from models.pretrained import finetuned_model
-        return finetuned_model(cfg.model, weights, seed=cfg.run.seed), tokenizer
-    from training.inference import build_inference_model
-    return build_inference_model(state["config"], weights, tokenizer), tokenizer
-
-
 def choice_records(data: str) -> list[dict]:
     from data.config import SHIPPED_SYNTHETIC
     from data.instructions import load_records, shipped_synthetic
@@ -153,7 +141,7 @@ def score_records(model, tokenizer, records: list[dict], method: str, *, options
     """{"generation": accuracy %, "loglik": accuracy %, "n"} of commonsense-style records, and
     "by_task" the same per record "task" where the records name one (the shipped synthetic set's
     five families)."""
-    from training.multiple_choice import evaluate_generation, evaluate_log_likelihood, items_from_records
+    from tools.multiple_choice import evaluate_generation, evaluate_log_likelihood, items_from_records
 
     out: dict = {"n": len(records)}
     correct: dict[str, list[bool]] = {}
@@ -219,21 +207,44 @@ def mmlu_data(source: str) -> tuple[dict, dict]:
     return grouped[0], grouped[1]
 
 
+COMMONSENSE_BEAMS = 4   # LLM-Adapters' commonsense_evaluate.py decodes with 4 beams (Table 4)
+
+
+def default_beams(task: str) -> int:
+    """Beams when --num-beams is not given: LLM-Adapters' 4 for its commonsense sets, greedy otherwise."""
+    return COMMONSENSE_BEAMS if task == "commonsense" else 1
+
+
+def mmlu_prompt_format(cfg, tokenizer) -> str:
+    """The prompt MMLU is asked in: the run's training prompt for instruction records (chat
+    template or Alpaca, as data.chat_template resolves with this tokenizer), plain k-shot text
+    otherwise."""
+    from data.instructions import uses_chat_template
+
+    if not cfg.data.instructions:
+        return "plain"
+    return "chat" if uses_chat_template(tokenizer, cfg.data.chat_template) else "alpaca"
+
+
 def evaluate_choices(run_dir: Path, task: str, data: str, *, checkpoint_path: Path | None = None,
                      device: str = "auto", method: str = "generation", shots: int = 5, limit: int | None = None,
-                     max_new_tokens: int = 32, num_beams: int = 1) -> tuple[Path, dict]:
-    """Score a run on a multiple-choice task; (the result file written, its contents)."""
-    from training.multiple_choice import evaluate_mmlu
+                     max_new_tokens: int = 32, num_beams: int | None = None) -> tuple[Path, dict]:
+    """Score a run on a multiple-choice task; (the result file written, its contents). `num_beams`
+    None: default_beams(task)."""
+    from tools.multiple_choice import evaluate_mmlu
 
     run_dir, ckpt, state, cfg = _checkpoint(run_dir, checkpoint_path)
     dev = _device(device)
-    model, tokenizer = trained_model(cfg, state)
+    model, tokenizer = inference_model_and_tokenizer(state["config"], model_weights(state))  # LoRA merged
     model.to(dev)
     chat = cfg.data.chat_template if cfg.data.instructions else None
+    num_beams = default_beams(task) if num_beams is None else num_beams
     generate = dict(options=None, chat=chat, max_new_tokens=max_new_tokens, num_beams=num_beams)
     start = time.time()
     result: dict = {"task": task, "data": data, "step": int(state.get("step", 0)),
                     "checkpoint": str(Path(ckpt).resolve())}
+    if task != "mmlu" and method != "loglik":
+        result["num_beams"] = num_beams
     if task == "choices":
         result.update(score_records(model, tokenizer, choice_records(data)[:limit], method, **generate))
     elif task == "commonsense":
@@ -252,9 +263,11 @@ def evaluate_choices(run_dir: Path, task: str, data: str, *, checkpoint_path: Pa
         test, dev_questions = mmlu_data(data)
         if limit:
             test = {subject: questions[:limit] for subject, questions in test.items()}
+        prompt_format = mmlu_prompt_format(cfg, tokenizer)
         with torch.no_grad():
-            result.update(evaluate_mmlu(model, tokenizer, test, dev_questions, shots=shots))
-        result["shots"] = shots
+            result.update(evaluate_mmlu(model, tokenizer, test, dev_questions, shots=shots,
+                                        prompt_format=prompt_format))
+        result.update({"shots": shots, "prompt_format": prompt_format})
     result.update({"device": str(dev), "seconds": round(time.time() - start, 3),
                    "time": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     out = run_dir / f"eval_{task}_step_{result['step']:07d}.json"
@@ -292,10 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shots", type=int, default=5, help="mmlu: dev examples before each question")
     parser.add_argument("--limit", type=int, help="at most this many questions per set (per subject for mmlu)")
     parser.add_argument("--max-new-tokens", type=int, default=32, help="generation: tokens to generate")
-    parser.add_argument("--num-beams", type=int, default=1, help="generation: 1 greedy; LLM-Adapters uses 4")
+    parser.add_argument("--num-beams", type=int, default=None,
+                        help=f"generation: beams (1: greedy); default {COMMONSENSE_BEAMS} for commonsense "
+                             f"(LLM-Adapters' decoding), 1 for choices")
     args = parser.parse_args(argv)
     if args.task != "val" and not args.data:
         parser.error(f"--task {args.task} needs --data")
+    if args.num_beams is not None and args.num_beams < 1:
+        parser.error(f"--num-beams must be at least 1, got {args.num_beams}")
     try:
         if args.task == "val":
             out, result = evaluate_run(args.run_dir, args.checkpoint, args.device)

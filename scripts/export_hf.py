@@ -38,24 +38,19 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
     pass
 
 from configs import UserError
-from training.inference import (build_inference_model, get_run_tokenizer, load_checkpoint, model_weights,
-                                special_token_ids)
+from tools.trained_model import (build_inference_model, get_run_tokenizer, inference_model_and_tokenizer,
+                                load_checkpoint, model_weights, special_token_ids)
 
 
 def finetuned_export_model(config: dict, weights: dict):
     """(the merged model, its tokenizer, the longest sequence it trained on) of a fine-tuning run."""
-    from data import get_tokenizer
-    from data.instructions import tokenizer_spec
-    from models.pretrained import finetuned_model
     from training.config import validate
 
-    cfg = validate(config)
-    model = finetuned_model(cfg.model, weights, seed=cfg.run.seed)
-    tokenizer = get_tokenizer(tokenizer_spec(cfg))
+    model, tokenizer = inference_model_and_tokenizer(config, weights)
     for key, value in special_token_ids(tokenizer).items():
         if getattr(model.config, key, None) is None:  # the pretrained config's own ids win
             setattr(model.config, key, value)
-    return model, tokenizer, cfg.data.sequence_tokens
+    return model, tokenizer, validate(config).data.sequence_tokens
 
 
 def export(source: Path, out: Path) -> dict:

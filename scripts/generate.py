@@ -6,6 +6,11 @@ directory written by scripts/export_hf.py. Uses transformers' `generate`.
     scripts/generate.py exported/quickstart --prompt "Once" --temperature 0.8 --top-k 40 --seed 1
     scripts/generate.py runs/quickstart --temperature 0        # greedy
 
+A run is read as scripts/export_hf.py and evaluate.py read it (tools/trained_model.py): a
+fine-tuning run (model.pretrained) is the pretrained model with its trained weights, LoRA adapters
+merged, and the tokenizer it trained with. The prompt is passed as written (an instruction-tuned
+run answers best in the prompt it trained on: data.chat_template or the Alpaca prompt).
+
 The prompt is encoded as training encoded documents (no special tokens added); an empty prompt
 starts after an end-of-document token, where every training document starts. Generation stops
 at the tokenizer's eos token or after --max-new-tokens. Bad input exits with code 2.
@@ -24,7 +29,7 @@ except ModuleNotFoundError:  # imported as scripts.<name> (tests, python -m): th
     pass
 
 from configs import UserError
-from training.inference import build_inference_model, get_run_tokenizer, load_checkpoint, model_weights
+from tools.trained_model import inference_model_and_tokenizer, load_checkpoint, model_weights
 
 
 def load_model(source: Path):
@@ -41,9 +46,10 @@ def load_model(source: Path):
                 from None
         return model.eval(), tokenizer, f"{source} ({type(model).__name__})"
     ckpt, state = load_checkpoint(source)
-    tokenizer = get_run_tokenizer(state["config"])
-    model = build_inference_model(state["config"], model_weights(state), tokenizer)
-    return model, tokenizer, f"{ckpt} (step {state.get('step')}, {state['config']['model']['size']})"
+    model, tokenizer = inference_model_and_tokenizer(state["config"], model_weights(state))
+    model_cfg = state["config"]["model"]
+    what = model_cfg.get("pretrained") or model_cfg["size"]
+    return model, tokenizer, f"{ckpt} (step {state.get('step')}, {what})"
 
 
 def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 50, temperature: float = 1.0,
@@ -59,6 +65,8 @@ def generate(model, tokenizer, prompt: str, *, max_new_tokens: int = 50, tempera
     input_ids = torch.tensor([ids])
     torch.manual_seed(seed)
     options = dict(do_sample=True, temperature=temperature, top_k=top_k) if temperature > 0 else dict(do_sample=False)
+    if tokenizer.eos_token_id is not None:  # the tokenizer's, also where a pretrained config names another
+        options["eos_token_id"] = tokenizer.eos_token_id
     with torch.no_grad():
         out = model.generate(input_ids=input_ids, attention_mask=torch.ones_like(input_ids),
                              max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id, **options)

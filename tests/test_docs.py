@@ -11,7 +11,7 @@ import train
 from models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP = ("configs", "data", "docs", "models", "mols", "optimizers", "reproduce", "scripts", "tests", "training")
+TOP = ("configs", "data", "docs", "models", "mols", "optimizers", "reproduce", "scripts", "tests", "tools", "training")
 PROSE = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), *sorted((ROOT / "configs").rglob("*.yaml")),
          *sorted(p for p in ROOT.glob("*/README.md") if not p.parent.name.startswith("."))]
 # a repository path: one of the top folders, then path characters, ending in a file extension or "/"
@@ -49,18 +49,24 @@ def test_the_7b_memory_figures_in_the_prose_are_the_dry_runs(capsys):
     per_rank, per_node = re.search(r"host memory for its statistics: ([\d.,]+) GiB per rank, ([\d.,]+) GiB per node",
                                    out).groups()
     assert f"(train.py --dry-run: {per_gpu} GiB per GPU)" in (ROOT / "configs/paper/models/llama_7b.yaml").read_text()
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    assert f"{per_rank} GiB for 7B per rank, so {per_node} GiB per 8-GPU node" in readme
-    assert f"| {per_rank} / {per_node} |" in readme  # the DDP/FSDP memory table
+    performance = " ".join((ROOT / "docs" / "performance.md").read_text().split())
+    assert f"{per_rank} GiB for 7B per rank, so {per_node} GiB per 8-GPU node" in performance
+    assert f"| {per_rank} / {per_node} |" in (ROOT / "docs" / "fsdp.md").read_text()  # the DDP/FSDP memory table
+
+
+def test_the_memory_table_in_the_fsdp_doc_is_the_dry_runs():
+    from scripts.memory_table import table
+    assert table() in (ROOT / "docs" / "fsdp.md").read_text()
 
 
 def parameters_m(size: str, vocab: int | None = None) -> str:
     return f"{sum(p.numel() for p in build_model(size, vocab, device='meta').parameters()) / 1e6:.2f}"
 
 
-def test_the_model_sizes_in_the_readme_are_the_built_models():
+def test_the_model_sizes_in_the_prose_are_the_built_models():
     readme = " ".join((ROOT / "README.md").read_text().split())
     assert f"{parameters_m('llama_tiny', 8000)}M parameters" in readme  # the quickstart (embedded-8k)
+    reproducing = " ".join((ROOT / "docs" / "reproducing.md").read_text().split())
     gpt2 = f"{float(parameters_m('gpt2_125m')):.1f}M / {float(parameters_m('gpt2_355m')):.1f}M"
-    assert gpt2 in readme
-    assert f"({float(parameters_m('qwen2_350m', 32000)):.1f}M parameters)" in readme
+    assert gpt2 in reproducing
+    assert f"({float(parameters_m('qwen2_350m', 32000)):.1f}M parameters)" in reproducing

@@ -105,6 +105,28 @@ def test_generate_from_export_run_and_checkpoint(runs, exported, capsys):
     assert generate.main([str(runs["qwen2_micro"]), "--temperature", "0", "--max-new-tokens", "4"]) == 0
 
 
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_generate_reads_a_finetuning_run_as_export_does(exported, lora_rank, tmp_path, capsys):
+    """configs/finetune_demo.yaml on an exported run, fully or with LoRA: generate.py reads the
+    fine-tuning run (the pretrained model with its trained weights, LoRA merged) and samples the
+    same text as from that run's export."""
+    status = train.main(["--config", "configs/finetune_demo.yaml", "--set", f"model.pretrained={exported['llama_micro']}",
+                         "--set", f"model.lora.rank={lora_rank}", "--set", "train.steps=2",
+                         "--set", "train.global_batch=4", "--set", "train.micro_batch=4", "--set", "train.threads=1",
+                         "--set", f"run.out_dir={tmp_path}", "--set", "run.name=ft"])
+    assert status == 0
+    assert export_hf.main([str(tmp_path / "ft"), str(tmp_path / "ft_hf")]) == 0
+    capsys.readouterr()
+    outputs = []
+    for source in (tmp_path / "ft", tmp_path / "ft_hf"):
+        assert generate.main([str(source), "--prompt", "The history of", "--max-new-tokens", "5", "--seed", "3"]) == 0
+        outputs.append(capsys.readouterr())
+    run_out, export_out = outputs
+    assert run_out.out.startswith("The history of") and len(run_out.out) > len("The history of\n")
+    assert run_out.out == export_out.out
+    assert f"(step 2, {exported['llama_micro']})" in run_out.err
+
+
 def listing(directory):
     return {str(p.relative_to(directory)): (p.stat().st_size, p.stat().st_mtime_ns, p.read_bytes())
             for p in sorted(directory.rglob("*")) if p.is_file()}

@@ -11,12 +11,11 @@ import torch
 
 from configs import ConfigError
 from optimizers.config import OptimizerConfig
-from optimizers.shapes import model_problems
 from training.config import validate
 from models import build_model
 from mols.groups import param_groups
 from optimizers import (METHODS, CombinedOptimizer, build_optimizer, describe_groups,
-                        export_state, import_state, optimizer_state_bytes)
+                        export_state, import_state, model_problems, optimizer_state_bytes)
 
 VOCAB = 256
 SEQ_LEN = 32
@@ -273,7 +272,7 @@ def test_galore_rank_larger_than_matrices():
     model = make_model()
     cfg = OptimizerConfig(name="galore", options={"rank": 1000})
     assert cfg.validate() == []  # needs the model to know
-    (problem,) = model_problems(cfg.name, cfg.options, model)
+    (problem,) = model_problems(cfg, model)
     assert "optimizer.options.rank: 1000" in problem and "<= 32" in problem
     with pytest.raises(ConfigError, match="rank"):
         build_optimizer(cfg, model, param_groups(model))
@@ -308,7 +307,7 @@ def test_garbage_is_reported_not_raised():
         assert problems and all(isinstance(p, str) for p in problems)
     cfg = OptimizerConfig(name="adam_mini", options={"dim": 33})
     assert cfg.validate() == []
-    assert "divisible" in model_problems(cfg.name, cfg.options, make_model())[0]
+    assert "divisible" in model_problems(cfg, make_model())[0]
 
 
 def test_config_loader_reports_optimizer_problems():

@@ -29,7 +29,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-PROJECT_PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training")
+PROJECT_PACKAGES = ("configs", "data", "models", "mols", "optimizers", "training", "tools")
 PROJECT_MODULES = ("reproduce",)  # run as `python -m NAME` from the repository root
 NOT_ENTRY_POINTS = {"__init__.py", "_repo_root.py"}  # library modules of scripts/: must not be executable
 SEPARATORS = {";", "&&", "||", "|", "&"}

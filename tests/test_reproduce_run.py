@@ -112,7 +112,7 @@ def test_jobs_file_and_sbatch_script(tmp_path):
                      "#SBATCH --gpus-per-node=8", "#SBATCH --nodes=1", "#SBATCH --ntasks-per-node=1",
                      "#SBATCH --time=48:00:00", "#SBATCH --partition=gpu", "#SBATCH --open-mode=append",
                      'MASTER_ADDR=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n1)',
-                     'SLURM_ARRAY_TASK_ID + 1', "srun --kill-on-bad-exit=1", "-m training.launch --stop-grace 300",
+                     'SLURM_ARRAY_TASK_ID + 1', "srun --kill-on-bad-exit=1", "-m tools.launch --stop-grace 300",
                      '--nnodes "$SLURM_NNODES" --nproc_per_node 8', "--rdzv_backend c10d",
                      '--rdzv_endpoint "$MASTER_ADDR:$MASTER_PORT"', '--rdzv_id "$SLURM_JOB_ID"',
                      "trap 'stop_training USR1' USR1", "trap 'stop_training TERM' TERM",
@@ -127,7 +127,7 @@ def test_array_task_launches_its_line_with_rendezvous(tmp_path, fake_slurm):
     assert done.returncode == 0, done.stderr
     (srun,) = [line for line in fake_slurm.read_text().splitlines() if line.startswith("srun")]
     launched = srun.split()
-    torchrun_at = launched.index("training.launch") + 2  # -m training.launch --stop-grace 300
+    torchrun_at = launched.index("tools.launch") + 2  # -m tools.launch --stop-grace 300
     assert launched[torchrun_at + 1:torchrun_at + 11] == [
         "--nnodes", "2", "--nproc_per_node", "8", "--rdzv_backend", "c10d",
         "--rdzv_endpoint", f"node1:{20000 + 4250 % 20000}", "--rdzv_id", "4250"]
@@ -143,7 +143,7 @@ def test_signals_reach_training_and_the_requeue_waits_for_it():
     text = render_sbatch(name="t", jobs_file=Path("/x/t.jobs"), log_dir=Path("/x/logs"), job_count=2,
                                slurm=SlurmSettings(requeue_signal_seconds=600))
     assert "#SBATCH --signal=B:USR1@600" in text
-    assert "-m training.launch --stop-grace 600" in text
+    assert "-m tools.launch --stop-grace 600" in text
     srun_at = text.index("srun --kill-on-bad-exit=1")
     assert text.index("trap 'stop_training USR1' USR1") < srun_at and text.index("trap 'stop_training TERM' TERM") < srun_at
     handler = text[text.index("stop_training() {"):text.index("\n}\n", text.index("stop_training() {"))]
@@ -207,7 +207,8 @@ def test_term_stops_training_without_requeueing(tmp_path, fake_training):
 def test_dry_run_prints_and_submits_nothing(tmp_path, fake_slurm, capsys):
     assert reproduce(["run", "1", "--out-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert "#SBATCH --array=0-107" in out and "torchrun" in out
+    arrays = [line.split("=0-")[1] for line in out.splitlines() if line.startswith("#SBATCH --array=0-")]
+    assert sum(int(last) + 1 for last in arrays) == TABLE_1_JOBS and "torchrun" in out
     assert out.count("--set run.resume=auto") == TABLE_1_JOBS
     assert not fake_slurm.exists()          # sbatch never called
     assert not (tmp_path / "runs").exists()  # nothing written
@@ -215,19 +216,112 @@ def test_dry_run_prints_and_submits_nothing(tmp_path, fake_slurm, capsys):
 
 def test_slurm_mode_writes_files_and_submits_once(tmp_path, fake_slurm, capsys):
     out_dir = tmp_path / "runs"
-    assert reproduce(["run", "6", "--out-dir", str(out_dir), "--partition", "gpu"]) == 0
+    args = ["run", "6", "--models", "gpt2_125m", "--methods", "adam,nadam,lamb", "--out-dir", str(out_dir),
+            "--partition", "gpu"]
+    assert reproduce(args) == 0
     calls = fake_slurm.read_text().splitlines()
     script = out_dir / "table6" / "slurm" / "table6.sbatch"
-    assert calls == [f"sbatch --parsable {script}"]
-    assert len((out_dir / "table6" / "slurm" / "table6.jobs").read_text().splitlines()) == 15
-    assert "submitted job array 4242 (15 tasks)" in capsys.readouterr().out
+    assert calls == [f"sbatch --parsable {script}"]  # one resource request: one array, the sweep's name
+    assert len((out_dir / "table6" / "slurm" / "table6.jobs").read_text().splitlines()) == 3
+    assert "submitted job array 4242 (3 tasks)" in capsys.readouterr().out
+
+
+def test_one_array_per_resource_request_each_sized_for_its_jobs(tmp_path, fake_slurm, capsys):
+    """A grid whose jobs ask for different host memory (MoLS's statistics grow with the model) is
+    submitted as one array per request, each asking for what its own jobs need."""
+    from reproduce.cost import job_cost, slurm_resources
+    from reproduce.jobs import load_job_config
+
+    out_dir = tmp_path / "runs"
+    args = ["run", "--models", "llama_60m,llama_1b", "--methods", "adam,adam+mols", "--lrs", "1e-3", "--seeds", "0",
+            "--time", "01:00:00", "--out-dir", str(out_dir)]
+    assert reproduce(args) == 0
+    out = capsys.readouterr().out
+    slurm_dir = out_dir / "sweep" / "slurm"
+    # Adam at both sizes asks for the base memory; each MoLS job for its own model's statistics
+    expected = {"sweep-1": ["llama_60m-adam-lr1.0e-03-s0", "llama_1b-adam-lr1.0e-03-s0"],
+                "sweep-2": ["llama_60m-adam-mols-lr1.0e-03-s0"], "sweep-3": ["llama_1b-adam-mols-lr1.0e-03-s0"]}
+    assert fake_slurm.read_text().splitlines() == [f"sbatch --parsable {slurm_dir / name}.sbatch" for name in expected]
+    mems = {}
+    for name, run_names in expected.items():
+        lines = (slurm_dir / f"{name}.jobs").read_text().splitlines()
+        assert [next(a for a in shlex.split(line) if a.startswith("run.name=")) for line in lines] == \
+            [f"run.name={r}" for r in run_names]
+        directives = sbatch_directives((slurm_dir / f"{name}.sbatch").read_text())
+        job = load_job_config(next(j for j in build_jobs(name="sweep", models=["llama_60m", "llama_1b"],
+                                                         variants=[Variant("adam", False), Variant("adam", True)],
+                                                         lrs=[1e-3], seeds=[0], out_dir=str(out_dir))
+                                   if j.run_name == run_names[0]))
+        cpus, mem = slurm_resources(job_cost(job, 8), 8)
+        assert (directives["cpus-per-task"], directives["mem"]) == (str(cpus), mem)
+        assert directives["array"] == f"0-{len(run_names) - 1}" and directives["time"] == "01:00:00"
+        assert f"[sweep]   {name}: {len(run_names)} job{'s' if len(run_names) > 1 else ''}, --nodes=1 " \
+               f"--gpus-per-node=8 --cpus-per-task={cpus} --mem={mem} --time=01:00:00" in out
+        mems[name] = int(mem.removesuffix("G"))
+    assert mems["sweep-1"] == 8 * BASE_MEM_PER_RANK_GIB < mems["sweep-2"] < mems["sweep-3"]
+    assert out.count("submitted job array 4242") == 3 and "squeue -j 4242,4242,4242" in out
+
+    # flags given for every job make one request again
+    assert reproduce(args + ["--mem", "200G", "--out-dir", str(tmp_path / "fixed"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "[sweep] 1 job array(s)" in out and "[sweep]   sweep: 4 jobs," in out and "--mem=200G" in out
+
+
+def test_a_missing_time_limit_is_warned_about(capsys):
+    args = ["run", "--models", "llama_60m", "--methods", "adam", "--lrs", "1e-3", "--seeds", "0", "--dry-run"]
+    assert reproduce(args) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: no --time: the jobs get the partition's default time limit") and \
+        "(--signal=B:USR1@300)" in err and err.count("\n") == 1
+    for given in (["--time", "48:00:00"], ["--sbatch-arg=--time=48:00:00"], ["--mode", "local"]):
+        assert reproduce(args + given) == 0
+        assert "warning" not in capsys.readouterr().err, given
+
+
+def test_the_slurm_doc_shows_table_1s_arrays_and_the_time_warning_as_printed(capsys):
+    doc = (ROOT / "docs" / "slurm.md").read_text()
+    assert reproduce(["run", "1", "--dry-run", "--partition", "gpu", "--time", "48:00:00"]) == 0
+    listing = [line for line in capsys.readouterr().out.splitlines()
+               if line.startswith(("[sweep] 5 job array(s)", "[sweep]   table1-"))]
+    assert len(listing) == 6 and "\n".join(listing) in doc
+    assert reproduce(["run", "1", "--dry-run"]) == 0
+    (warning,) = capsys.readouterr().err.splitlines()
+    assert warning in doc
+
+
+def test_a_custom_grid_writes_under_runs_sweeps_and_an_experiment_under_runs_paper(capsys):
+    custom = ["run", "--models", "llama_60m", "--methods", "adam", "--lrs", "1e-3", "--seeds", "0", "--mode", "local",
+              "--dry-run"]
+    assert reproduce(custom) == 0
+    out = capsys.readouterr().out
+    assert "runs in runs/sweeps/sweep/" in out and "--set run.out_dir=runs/sweeps/sweep" in out
+    assert reproduce(["run", "6", "--models", "gpt2_125m", "--methods", "adam", "--mode", "local", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "runs in runs/paper/table6/" in out and "--set run.out_dir=runs/paper/table6" in out
+    assert reproduce(custom + ["--out-dir", "elsewhere"]) == 0
+    assert "--set run.out_dir=elsewhere/sweep" in capsys.readouterr().out
+
+
+def test_slurm_mode_without_sbatch_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    (tmp_path / "bin").mkdir()
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # no sbatch anywhere
+    out_dir = tmp_path / "runs"
+    assert reproduce(["run", "6", "--out-dir", str(out_dir)]) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == ("error: sbatch not found on PATH: submit from a Slurm login node, or run the jobs on this machine "
+                   "with --mode local (--dry-run prints the sbatch script without submitting)\n")
+    assert not out_dir.exists()  # nothing written for a submission that cannot happen
 
 
 def test_incompatible_batch_split_is_refused_before_submitting(tmp_path, fake_slurm, capsys):
     # 2 nodes x 8 GPUs x micro_batch 64 = 1024 sequences > the global batch of 512
     status = reproduce(["run", "1", "--models", "llama_60m", "--nodes", "2", "--out-dir", str(tmp_path)])
     assert status == 2
-    assert "multiple of world size x train.micro_batch (16 x 64" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "multiple of world size x train.micro_batch (16 x 64 = 1024); use train.micro_batch=32 (accumulation 1)" in err
+    # the grid's nine methods share the problem: said once, with the jobs, and the hint once
+    assert err.count("16 x 64 = 1024") == 1 and err.count("change --nodes") == 1, err
     assert not fake_slurm.exists()
 
 

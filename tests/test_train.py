@@ -79,7 +79,7 @@ def test_an_existing_run_is_never_overwritten(tmp_path, capsys):
 
 
 def test_mols_run_reports_its_calibration(tmp_path, capsys):
-    assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1",
+    assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1", "train.warmup_steps=4",
                      "mols.track_every=4", "mols.track_samples=8") == 0
     run_dir = tmp_path / "run"
     records = read_metrics(run_dir / "metrics.jsonl")
@@ -100,7 +100,7 @@ def test_mols_run_reports_its_calibration(tmp_path, capsys):
 
 
 def test_periodic_reestimation_beyond_the_paper(tmp_path):
-    assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1",
+    assert run_train(tmp_path, "train.steps=12", "mols.enabled=true", "mols.estimate_at=1", "train.warmup_steps=4",
                      "mols.reestimate_every=5", "mols.reestimate_ramp_steps=2", "mols.estimator=median") == 0
     records = read_metrics(tmp_path / "run" / "metrics.jsonl")
     assert [r["step"] for r in records if r["kind"] == "mols_calibration"] == [1, 6, 11]

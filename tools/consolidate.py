@@ -1,6 +1,6 @@
 """Write a sharded checkpoint (a `train.parallel: fsdp` run's step_N.dcp) as one file.
 
-    python -m training.consolidate RUN_DIR_OR_CHECKPOINT [--out FILE]
+    python -m tools.consolidate RUN_DIR_OR_CHECKPOINT [--out FILE]
 
 One process, no GPU: the model's shards are read and joined into whole tensors; the file holds
 what export, evaluation and generation read (model, config, step, MoLS), not the optimizer state
@@ -15,11 +15,11 @@ from pathlib import Path
 
 from configs import UserError
 from training import checkpoint
-from training.inference import consolidated
+from tools.trained_model import consolidated
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m training.consolidate", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tools.consolidate", description=__doc__.split("\n\n")[0])
     parser.add_argument("path", type=Path, help="a run directory (its latest checkpoint) or a step_N.dcp directory")
     parser.add_argument("--out", type=Path, help="the file to write (default: RUN_DIR/consolidated/step_N.pt)")
     args = parser.parse_args(argv)

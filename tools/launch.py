@@ -1,19 +1,22 @@
 """torchrun for train.py, with a stop signal that always ends in a checkpoint, on any torch version.
 
-    python -m training.launch [--stop-grace SECONDS] [torchrun options] train.py --config ...
+    python -m tools.launch [--stop-grace SECONDS] [torchrun options] train.py --config ...
 
 The options are torchrun's. What differs:
 - after it passes a stop signal on to the workers, it waits up to `--stop-grace` seconds (default
   600) for them to finish their step and save, instead of torchrun's 30 s before SIGKILL
   (training/compat.py says why this needs a function);
-- SIGUSR1 and SIGUSR2 are passed on too (torchrun alone dies of them), unless
-  TORCHELASTIC_SIGNALS_TO_HANDLE says otherwise;
+- SIGUSR1 and SIGUSR2 are passed on too (torchrun alone dies of them), with torchrun's SIGTERM,
+  SIGINT, SIGHUP and SIGQUIT, unless `--signals-to-handle` (or PET_SIGNALS_TO_HANDLE) says
+  otherwise; SIGHUP only when it is not ignored (a launcher started under nohup outlives the
+  session, and so do its workers);
 - when every worker saved and exited 75 after a signal, it exits 75 itself (torchrun exits 1), so
   a job script can tell a clean stop from a failure.
 """
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 from training import compat
@@ -40,11 +43,21 @@ def split_grace(argv: list[str]) -> tuple[float, list[str]]:
     return seconds, rest
 
 
+def signals_to_pass_on() -> str:
+    """torchrun's --signals-to-handle default for this launch: the signals it catches and passes on."""
+    names = ["SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2"]
+    if signal.getsignal(signal.SIGHUP) == signal.SIG_IGN:  # nohup
+        names.remove("SIGHUP")
+    return ",".join(names)
+
+
 def main(argv: list[str] | None = None) -> int:
     grace, torchrun_args = split_grace(list(sys.argv[1:] if argv is None else argv))
     if torchrun_args[:1] in (["-h"], ["--help"]):
         print(__doc__.strip() + "\n\ntorchrun's options follow.\n", flush=True)
-    os.environ.setdefault("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM,SIGINT,SIGHUP,SIGQUIT,SIGUSR1,SIGUSR2")
+    # torchrun's own option reads its default from PET_SIGNALS_TO_HANDLE (and then overwrites
+    # TORCHELASTIC_SIGNALS_TO_HANDLE with it, so setting that one changes nothing)
+    os.environ.setdefault("PET_SIGNALS_TO_HANDLE", signals_to_pass_on())
     compat.give_workers_time_after_signal(grace)
     from torch.distributed.elastic.multiprocessing import SignalException
     from torch.distributed.run import main as torchrun

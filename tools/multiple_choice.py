@@ -9,12 +9,15 @@
    How this differs from lm-evaluation-harness: the same sum and the same acc / acc_norm
    (lm-eval's acc_norm divides by the choice's length in characters too); lm-eval moves trailing
    spaces of the context onto the continuation and, for most HF models, adds no bos, so scores
-   differ where a prompt ends in a space or the tokenizer adds a bos. For MMLU the choices are " A",
-   " B", " C", " D" after "Answer:" (lm-eval's `mmlu` prompt); LlamaFactory, which the paper follows
-   for MMLU, wraps the same k-shot text in the model's chat template and compares the logits of the
-   four letter tokens at the last position: for single-token letters that picks the same answer
-   as the log-likelihoods of the letters, but its prompt differs (the template), and so can its
-   scores.
+   differ where a prompt ends in a space or the tokenizer adds a bos. MMLU has three prompt
+   formats (`evaluate_mmlu(..., prompt_format=)`): "plain", the k-shot text alone with the choices
+   " A", " B", " C", " D" after "Answer:" (lm-eval's `mmlu` prompt, for models not trained on
+   instruction records); "chat" and "alpaca", the prompt a fine-tuning run trained with
+   (data.instructions.mmlu_prompt_ids: the chat template with the shots as earlier turns, or the
+   Alpaca prompt around the k-shot text) with the letters "A" ... "D" as the response. LlamaFactory,
+   which the paper follows for MMLU, evaluates in its training template too and compares the
+   logits of the four letter tokens at the last position: for single-token letters that picks the
+   same answer as the log-likelihoods of the letters.
    Category averages (`mmlu_categories`) are over questions, not subjects (LlamaFactory's and
    MMLU's way; lm-eval's groups average subjects weighted by size, which is the same).
 
@@ -23,7 +26,8 @@
    template), the first option name in the generation ("answer2", "true", "option1", ...) is the
    prediction, and an item is right when it equals the record's `answer`; a generation naming no
    option counts as wrong. Greedy decoding by default; LLM-Adapters' script decodes with beam
-   search (4 beams): pass `num_beams=4` for its way. lm-eval scores these tasks by
+   search (4 beams): pass `num_beams=4` for its way (scripts/evaluate.py --task commonsense does
+   by default). lm-eval scores these tasks by
    log-likelihood instead, zero-shot and on its own prompts, so its numbers are not comparable to
    Table 4's.
 """
@@ -36,7 +40,7 @@ from typing import Iterable, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from data.instructions import LETTERS, mmlu_prompt, prompt_ids
+from data.instructions import LETTERS, mmlu_prompt, mmlu_prompt_ids, prompt_ids
 
 # MMLU's 57 subjects and the category each is averaged in: LlamaFactory's table
 # (evaluation/mmlu/mapping.json), which follows MMLU's own categories.
@@ -173,14 +177,26 @@ def evaluate_log_likelihood(model, tokenizer, items: Iterable[dict], **kwargs) -
 # MMLU: k-shot, four category averages
 # --------------------------------------------------------------------------------------------
 
-def mmlu_items(subject: str, questions: Sequence[dict], dev: Sequence[dict], shots: int = 5) -> list[dict]:
+MMLU_PROMPT_FORMATS = ("plain", "alpaca", "chat")
+
+
+def mmlu_items(subject: str, questions: Sequence[dict], dev: Sequence[dict], shots: int = 5,
+               prompt_format: str = "plain", tokenizer=None) -> list[dict]:
     """Log-likelihood items of one subject: each question (dicts {"question", "choices",
-    "answer": index}) after the first `shots` dev questions with their answers."""
+    "answer": index}) after the first `shots` dev questions with their answers, in
+    `prompt_format` (see the module docstring; "alpaca" and "chat" need the tokenizer)."""
+    if prompt_format not in MMLU_PROMPT_FORMATS:
+        raise ValueError(f"prompt_format: one of {MMLU_PROMPT_FORMATS}, got {prompt_format!r}")
     support = [(d["question"], d["choices"], int(d["answer"])) for d in dev[:shots]]
     if len(support) < shots:
         raise ValueError(f"{subject}: {shots}-shot needs {shots} dev questions, got {len(support)}")
-    return [{"prompt": mmlu_prompt(subject, q["question"], q["choices"], support),
-             "choices": [f" {LETTERS[i]}" for i in range(len(q["choices"]))], "label": int(q["answer"])}
+    if prompt_format == "plain":
+        return [{"prompt": mmlu_prompt(subject, q["question"], q["choices"], support),
+                 "choices": [f" {LETTERS[i]}" for i in range(len(q["choices"]))], "label": int(q["answer"])}
+                for q in questions]
+    return [{"prompt": mmlu_prompt_ids(subject, q["question"], q["choices"], tokenizer, support,
+                                       use_chat_template=prompt_format == "chat"),
+             "choices": list(LETTERS[: len(q["choices"])]), "label": int(q["answer"])}
             for q in questions]
 
 
@@ -198,13 +214,14 @@ def mmlu_categories(correct_by_subject: dict[str, Sequence[bool]]) -> dict[str, 
 
 
 def evaluate_mmlu(model, tokenizer, test: dict[str, Sequence[dict]], dev: dict[str, Sequence[dict]],
-                  shots: int = 5, **kwargs) -> dict:
+                  shots: int = 5, prompt_format: str = "plain", **kwargs) -> dict:
     """k-shot MMLU: {"categories": {STEM, Social Sciences, Humanities, Other, Average},
-    "subjects": {subject: accuracy %}}. `test` and `dev` map subjects to their questions."""
+    "subjects": {subject: accuracy %}}. `test` and `dev` map subjects to their questions;
+    `prompt_format` as mmlu_items."""
     correct_by_subject, subjects = {}, {}
     for subject, questions in test.items():
-        result = evaluate_log_likelihood(model, tokenizer, mmlu_items(subject, questions, dev[subject], shots),
-                                         **kwargs)
+        items = mmlu_items(subject, questions, dev[subject], shots, prompt_format, tokenizer)
+        result = evaluate_log_likelihood(model, tokenizer, items, **kwargs)
         correct_by_subject[subject] = result.correct
         subjects[subject] = 100.0 * result.acc
     return {"categories": mmlu_categories(correct_by_subject), "subjects": subjects}

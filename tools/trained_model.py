@@ -31,7 +31,7 @@ def load_checkpoint(path: Path) -> tuple[Path, dict]:
 
 def consolidated(path: Path, trainer: dict) -> dict:
     """A sharded checkpoint (step_N.dcp) as a one-file checkpoint holds it, without optimizer state:
-    what `python -m training.consolidate` writes, and what export and evaluation read."""
+    what `python -m tools.consolidate` writes, and what export and evaluation read."""
     state = {key: value for key, value in trainer.items() if key not in ("sharded", "ranks")}
     state["model"] = checkpoint.sharded_model_weights(path)
     state["optimizer"] = None
@@ -102,6 +102,23 @@ def build_inference_model(config: dict, weights: dict, tokenizer=None, attn_impl
         model.tie_weights()
     model.generation_config = GenerationConfig.from_model_config(cfg)
     return model.float().eval()
+
+
+def inference_model_and_tokenizer(config: dict, weights: dict):
+    """(the run's model for inference, fp32 in eval mode, the tokenizer it trained with) for any
+    run: a pre-training run's model built from model.size (build_inference_model), a fine-tuning
+    run's (model.pretrained) the pretrained model rebuilt as the run built it with the trained
+    weights, LoRA merged (models.pretrained.finetuned_model), and the tokenizer it used."""
+    if not (config.get("model") or {}).get("pretrained"):
+        tokenizer = get_run_tokenizer(config)
+        return build_inference_model(config, weights, tokenizer), tokenizer
+    from data import get_tokenizer
+    from data.instructions import tokenizer_spec
+    from models.pretrained import finetuned_model
+    from training.config import validate
+
+    cfg = validate(config)
+    return finetuned_model(cfg.model, weights, seed=cfg.run.seed), get_tokenizer(tokenizer_spec(cfg))
 
 
 def get_run_tokenizer(config: dict):

@@ -5,9 +5,17 @@ A flag argparse does not know (`--lr 1e-3`) is answered with the `--set` that wa
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import difflib
+import inspect
+import io
+import re
+import textwrap
+import tokenize
 import typing
+
+import yaml
 
 from training.config import Config
 
@@ -20,12 +28,84 @@ def config_keys() -> list[str]:
     return list(walk(Config, ""))
 
 
+def field_comments(cls) -> dict[str, str]:
+    """Each field of a config dataclass and the comment that documents it in the source: the one
+    at the end of its line (with the lines that continue it, aligned under it), else the block of
+    comment lines right above it. Fields without one are left out. The comments are the
+    documentation of the config keys; --help reads them rather than repeating them."""
+    source = textwrap.dedent(inspect.getsource(cls))
+    lines = source.splitlines()
+    comments = {tok.start[0]: (tok.start[1], tok.string.lstrip("#").strip())
+                for tok in tokenize.generate_tokens(io.StringIO(source).readline) if tok.type == tokenize.COMMENT}
+    own_line = {row for row in comments if lines[row - 1].lstrip().startswith("#")}
+    (body,) = ast.parse(source).body
+    found, continuations = {}, set()
+    for node in body.body:
+        if not (isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name)):
+            continue
+        inline = [row for row in range(node.lineno, node.end_lineno + 1) if row in comments and row not in own_line]
+        if inline:
+            column = comments[inline[0]][0]
+            rows = inline[:1]
+            while rows[-1] + 1 in own_line and comments[rows[-1] + 1][0] == column:
+                rows.append(rows[-1] + 1)
+            continuations.update(rows)
+        else:
+            rows = []
+            while node.lineno - len(rows) - 1 in own_line - continuations:
+                rows.insert(0, node.lineno - len(rows) - 1)
+        if rows:
+            found[node.target.id] = " ".join(comments[row][1] for row in rows)
+    return found
+
+
+def first_sentence(text: str) -> str:
+    head, *rest = re.split(r"(?<!e\.g)(?<!i\.e)\.\s", text, maxsplit=1)
+    return head + "." if rest else head
+
+
+def _yaml(value) -> str:
+    """A default as it is written in a config."""
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("\n...").strip()
+
+
+def config_help() -> list[tuple[str, str]]:
+    """(`section.key = default`, its meaning) for every config key: the allowed values of a key
+    with a fixed set, then the first sentence of the field's source comment."""
+    rows = []
+
+    def walk(cls, instance, prefix: str):
+        comments = field_comments(cls)
+        for name, tp in typing.get_type_hints(cls).items():
+            value = getattr(instance, name)
+            if dataclasses.is_dataclass(tp):
+                walk(tp, value, f"{prefix}{name}.")
+                continue
+            literal = next((t for t in (tp, *typing.get_args(tp)) if typing.get_origin(t) is typing.Literal), None)
+            meaning = [f"{{{'|'.join(map(str, typing.get_args(literal)))}}}"] if literal else []
+            meaning += [first_sentence(comments[name])] if name in comments else []
+            rows.append((f"{prefix}{name} = {_yaml(value)}", " ".join(meaning)))
+    walk(Config, Config(), "")
+    return rows
+
+
 def sections_help() -> str:
-    lines = ["config sections (set any key with --set section.key=value; values are YAML):"]
-    keys = config_keys()
-    for section in dict.fromkeys(k.split(".")[0] for k in keys):
-        names = [k.split(".", 1)[1] for k in keys if k.startswith(section + ".")]
-        lines.append(f"  {section}: {', '.join(names)}")
+    """The epilog of --help: every config key, its default and what it means."""
+    width, column = 110, 44
+    lines = ["config keys (set any with --set section.key=value; values are YAML), their defaults and meaning",
+             "(the whole comment of each is at its field in the section's config.py):"]
+    sections = typing.get_type_hints(Config)
+    for key, meaning in config_help():
+        section = key.split(".")[0]
+        if section in sections:  # its first key: the heading, with the file that documents it
+            lines.append(f"{section} ({sections.pop(section).__module__.replace('.', '/')}.py):")
+        wrapped = textwrap.wrap(meaning, width - column) or [""]
+        if len(key) + 2 > column - 2:
+            lines.append(f"  {key}")
+            lines += [" " * column + part for part in wrapped if part]
+        else:
+            lines.append(f"  {key:<{column - 2}}{wrapped[0]}".rstrip())
+            lines += [" " * column + part for part in wrapped[1:]]
     return "\n".join(lines)
 
 

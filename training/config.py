@@ -64,6 +64,11 @@ class TrainConfig:
     min_lr_ratio: float = 0.1
     eval_every: int = 1000
     eval_batch: Optional[int] = None     # default: micro_batch
+    # Every evaluation also computes the reference harness's perplexity (the paper's numbers): a
+    # seed-42 shuffle of the validation documents, batches of train.micro_batch, the mean of batch
+    # means divided by one batch more than it ran (training/evaluation.py; docs/evaluation.md).
+    # Logged as `val_harness`, summary.json final_harness_loss/ppl. Off: nothing extra is built.
+    eval_harness: bool = False
     checkpoint_every: int = 1000         # 0: only at the end
     keep_checkpoints: int = 2
     log_every: int = 10
@@ -73,6 +78,11 @@ class TrainConfig:
     # over the ranks (training/fsdp.py), checkpoints written by every rank (torch.distributed.checkpoint)
     parallel: Literal["ddp", "fsdp"] = "ddp"
     fsdp_reshard_in_accumulation: bool = False  # fsdp: gather the weights again for every micro-batch (memory)
+    # fsdp with accumulation: reduce-scatter every micro-batch's gradients into the fp32 shards
+    # (torchtitan's choice), or only the last one's, which keeps each parameter's whole gradient,
+    # upcast to fp32, on every rank until then (4 bytes per parameter per rank: 27 GB at 7B) for
+    # one reduction per update instead of one per micro-batch (training/fsdp.py)
+    fsdp_gradient_sync: Literal["every_micro_batch", "last_micro_batch"] = "every_micro_batch"
     threads: Optional[int] = None        # torch CPU threads per rank
     peak_tflops: Optional[float] = None  # the device's peak bf16 TFLOP/s for MFU (default: training/throughput.py's table)
     tf32: bool = True                    # fp32 matrix multiplies on CUDA use TF32 tensor cores; false: exact fp32
@@ -95,7 +105,7 @@ class TrainConfig:
         if is_int(self.global_batch, self.micro_batch) and self.global_batch > 0 and self.micro_batch > 0:
             if self.global_batch % self.micro_batch:
                 problems.append(f"train.global_batch ({self.global_batch}) must be a multiple of "
-                                f"train.micro_batch ({self.micro_batch})")
+                                f"train.micro_batch ({self.micro_batch}); {self.micro_batch_hint(1)}")
         if is_int(self.steps) and is_int(self.warmup_steps) and not 0 <= self.warmup_steps <= self.steps:
             problems.append(f"train.warmup_steps: must be in [0, train.steps={self.steps}], got {self.warmup_steps}")
         return problems
@@ -117,8 +127,19 @@ class TrainConfig:
         per_step = world_size * self.micro_batch
         if self.global_batch % per_step:
             raise ConfigError(f"train.global_batch ({self.global_batch}) must be a multiple of world size x "
-                              f"train.micro_batch ({world_size} x {self.micro_batch} = {per_step})")
+                              f"train.micro_batch ({world_size} x {self.micro_batch} = {per_step}); "
+                              f"{self.micro_batch_hint(world_size)}")
         return self.global_batch // per_step
+
+    def micro_batch_hint(self, world_size: int) -> str:
+        """What to set when the global batch does not split: the largest micro-batch up to this one
+        that divides each rank's share of it (the fewest micro-steps within the memory of this one)."""
+        if self.global_batch % world_size:
+            return (f"no micro-batch can: {world_size} ranks do not divide it; change the number of ranks or "
+                    f"train.global_batch")
+        per_rank = self.global_batch // world_size
+        micro = max(m for m in range(1, min(self.micro_batch, per_rank) + 1) if per_rank % m == 0)
+        return f"use train.micro_batch={micro} (accumulation {per_rank // micro}) or a smaller divisor of {per_rank}"
 
 
 @dataclass
@@ -138,6 +159,15 @@ class Config:
             step = self.mols_estimate_step
             if is_int(step) and not 0 <= step < steps:
                 problems.append(f"mols.estimate_at: must be a step in [0, train.steps={steps}), got {step}")
+            elif is_int(step) and (problem := self._estimate_after_warmup(step)):
+                problems.append(problem)
+        if self.train.eval_harness and self.data.instructions:
+            problems.append("train.eval_harness: the reference harness's perplexity is defined for documents "
+                            "(pre-training data), not for instruction records")
+        elif self.train.eval_harness and self.data.val_selection and self.data.source not in ("embedded", "tokens"):
+            problems.append(f"train.eval_harness: with data.val_selection only for the embedded corpus or token "
+                            f"shards (a shuffled {self.data.source!r} stream no longer knows which half a document "
+                            f"is in)")
         if not self.mols.enabled and is_int(self.mols.track_every) and self.mols.track_every > 0:
             # train.py measures SNRs through its MoLS object, which exists only when enabled
             problems.append(f"mols.track_every: {self.mols.track_every} does nothing while mols.enabled is false; "
@@ -158,6 +188,25 @@ class Config:
                 problems.append("model.init: transformers cannot initialise a model built on the meta device "
                                 "and sharded (train.parallel: fsdp); use by_name (or auto)")
         return problems
+
+    def _estimate_after_warmup(self, step: int) -> str:
+        """The rule for every MoLS run: its first estimate falls inside the warm-up (step <
+        warm-up steps), so that the multipliers ramp from 1 to their alphas over the rest of it
+        (mols/scaling.py) as the paper's method does; at or after the warm-up's end the ramp is
+        empty and every multiplier jumps in one step. Nothing moves the step: a config that puts
+        it there is refused, naming what to change. Exempt: `mols.fixed_multipliers: {}` (every
+        multiplier stays 1, SNRs measured only)."""
+        if self.mols.fixed_multipliers == {} or not is_int(self.train.steps):
+            return ""
+        warmup = self.warmup_steps
+        if not is_int(warmup) or step < warmup:
+            return ""
+        which = "mols.estimate_at" if self.mols.estimate_at is not None else \
+            "mols.estimate_at (null: ceil(1% of train.steps))"
+        return (f"{which}: the MoLS estimate at step {step} is not inside the warm-up ({warmup} steps), so its "
+                f"multipliers would jump to their alphas in one step instead of ramping in over the rest of "
+                f"the warm-up; set mols.estimate_at below {warmup} or warm up longer "
+                f"(train.warmup_steps / train.warmup_ratio)")
 
     @property
     def init(self) -> str:
@@ -200,8 +249,10 @@ def load_config(paths=None, overrides: list[str] | None = None) -> Config:
 # resume may change them (training/state.py), and result tables group runs without them.
 RUN_ONLY_SETTINGS = ("run.name", "run.out_dir", "run.resume", "run.allow_resume_changes", "run.wandb.",
                      "train.peak_tflops", "train.log_every", "train.eval_every", "train.eval_batch",
+                     "train.eval_harness",
                      "train.checkpoint_every", "train.keep_checkpoints", "train.compile", "train.threads",
-                     "train.check_memory", "data.num_workers", "mols.uncertainty_groups", "mols.uncertainty_warn")
+                     "train.check_memory", "data.num_workers", "data.prefetch", "mols.uncertainty_groups",
+                     "mols.uncertainty_warn")
 LEAF_MAPPINGS = ("mols.fixed_multipliers",)  # settings whose value is a mapping: compared whole
 
 
