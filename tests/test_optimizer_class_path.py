@@ -16,14 +16,9 @@ from models import build_model
 from mols.groups import param_groups
 from optimizers import OptimizerConfig, build_optimizer, estimate_state_bytes, optimizer_state_bytes
 from training.config import validate
+from test_train import run_train, straight_and_resumed
 
 ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "tests" / "assets"
-TINY = ["model.size=llama_micro", "data.source=local", f"data.path={ASSETS / 'train.jsonl'}",
-        f"data.val_path={ASSETS / 'val.jsonl'}", f"data.tokenizer={ASSETS / 'tokenizer'}", "data.num_workers=0",
-        "data.seq_len=32", "data.val_tokens=4000", "train.global_batch=8", "train.micro_batch=4",
-        "train.log_every=5", "optimizer.lr=5e-3", "mols.samples=32", "train.threads=1"]
-
 # Heavy-ball momentum on the sign of the gradient, with a per-parameter step counter and a tuple
 # option: tensors, an int and a tuple in its state and groups, as a researcher's optimizer keeps them.
 SIGN_MOMENTUM = '''
@@ -77,33 +72,15 @@ def user_module(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
 
 
-def run_train(tmp_path, *overrides, name="run"):
-    args = ["--config", str(ROOT / "configs" / "quickstart.yaml")]
-    for item in [*TINY, f"run.out_dir={tmp_path}", f"run.name={name}", *overrides]:
-        args += ["--set", item]
-    return train.main(args)
-
-
-def final_state(run_dir: Path) -> dict:
-    return torch.load(sorted((run_dir / "checkpoints").glob("step_*.pt"))[-1], weights_only=True)
-
-
 def test_an_optimizer_of_your_own_trains_with_mols_and_resumes_exactly(tmp_path, user_module, capsys):
     user_module("sign_momentum", SIGN_MOMENTUM)
     common = ["optimizer.name=sign_momentum.SignMomentum", "optimizer.lr=2e-3",
               "optimizer.options={momentum: 0.8, damping: [1.0, 0.25]}",
               "train.steps=12", "train.checkpoint_every=6", "train.eval_every=6", "mols.enabled=true",
               "mols.estimate_at=2", "train.warmup_steps=8"]  # the MoLS ramp spans the interruption
-    assert run_train(tmp_path, *common, name="straight") == 0
+    straight, resumed = straight_and_resumed(tmp_path, *common, last_step=12)  # killed after step 6's
     out = capsys.readouterr().out
     assert "optimizer sign_momentum.SignMomentum (SignMomentum)" in out and "base_lr 0.002" in out
-    assert run_train(tmp_path, *common, name="interrupted") == 0
-    interrupted = tmp_path / "interrupted"
-    # a kill after the step-6 checkpoint: everything written later is gone
-    (interrupted / "checkpoints" / "step_0000012.pt").unlink()
-    (interrupted / "summary.json").unlink()
-    assert run_train(tmp_path, *common, "run.resume=auto", name="interrupted") == 0
-    straight, resumed = final_state(tmp_path / "straight"), final_state(interrupted)
     for key, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][key]), key
     saved = straight["optimizer"]

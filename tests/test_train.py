@@ -33,6 +33,18 @@ def final_state(run_dir: Path) -> dict:
     return torch.load(latest, weights_only=True)
 
 
+def straight_and_resumed(tmp_path, *overrides, last_step: int) -> tuple[dict, dict]:
+    """The final checkpoints of a run trained straight through and of the same run killed after its
+    second-to-last checkpoint (everything written later gone) and resumed with run.resume=auto."""
+    assert run_train(tmp_path, *overrides, name="straight") == 0
+    assert run_train(tmp_path, *overrides, name="interrupted") == 0
+    interrupted = tmp_path / "interrupted"
+    (interrupted / "checkpoints" / f"step_{last_step:07d}.pt").unlink()
+    (interrupted / "summary.json").unlink()
+    assert run_train(tmp_path, *overrides, "run.resume=auto", name="interrupted") == 0
+    return final_state(tmp_path / "straight"), final_state(interrupted)
+
+
 def test_a_tiny_run_learns_and_leaves_a_complete_run_directory(tmp_path):
     assert run_train(tmp_path, "train.steps=80", "train.eval_every=40") == 0
     run_dir = tmp_path / "run"
@@ -53,20 +65,13 @@ def test_a_tiny_run_learns_and_leaves_a_complete_run_directory(tmp_path):
 def test_resume_continues_exactly_where_the_run_stopped(tmp_path):
     common = ["train.steps=16", "train.checkpoint_every=8", "train.eval_every=8", "mols.enabled=true",
               "mols.estimate_at=2", "train.warmup_steps=12"]  # the MoLS ramp spans the interruption
-    assert run_train(tmp_path, *common, name="straight") == 0
-    assert run_train(tmp_path, *common, name="interrupted") == 0
-    interrupted = tmp_path / "interrupted"
-    # simulate a kill after the step-8 checkpoint: drop everything written later
-    (interrupted / "checkpoints" / "step_0000016.pt").unlink()
-    (interrupted / "summary.json").unlink()
-    assert run_train(tmp_path, *common, "run.resume=auto", name="interrupted") == 0
-    straight, resumed = final_state(tmp_path / "straight"), final_state(interrupted)
+    straight, resumed = straight_and_resumed(tmp_path, *common, last_step=16)  # killed after step 8's
     for key, tensor in straight["model"].items():
         assert torch.equal(tensor, resumed["model"][key]), key
     assert straight["mols"]["ramp"] == resumed["mols"]["ramp"]  # the same multipliers, step for step
     assert straight["step"] == resumed["step"] == 16 and "step" not in straight["mols"]  # one step counter
     a = json.loads((tmp_path / "straight" / "summary.json").read_text())
-    b = json.loads((interrupted / "summary.json").read_text())
+    b = json.loads((tmp_path / "interrupted" / "summary.json").read_text())
     assert a["final_val_loss"] == b["final_val_loss"] and a["tokens_seen"] == b["tokens_seen"]
 
 
