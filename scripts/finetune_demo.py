@@ -69,11 +69,11 @@ def run_all(out: Path, threads: int | None) -> None:
                       "--method", "both"])
 
 
-def percentages(values: list[float], suffix: str = "") -> str:
-    """'50.00%, every seed' when the seeds agree, else each seed's value."""
+def per_seed(values: list[float], agreed: str) -> str:
+    """`agreed` (the value formatted, then ', every seed') when the seeds agree, else each seed's value."""
     if len(set(values)) == 1:
-        return f"{values[0]:.2f}%{suffix}, every seed"
-    return ", ".join(f"{v:g}" for v in values) + f"%{suffix}"
+        return f"{agreed}, every seed"
+    return ", ".join(f"{v:g}" for v in values) + "%"
 
 
 def table(out: Path) -> str:
@@ -87,12 +87,13 @@ def table(out: Path) -> str:
         curve = " / ".join(f"{val[step]:.3f}" for step in (20, 40, 60))
         finals = [json.loads((run / "summary.json").read_text())["final_val_loss"] for run in runs]
         scores = [json.loads(sorted(run.glob("eval_choices_step_*.json"))[-1].read_text()) for run in runs]
-        generation = [round(s["generation"], 2) for s in scores]
+        generation, loglik = ([round(s[key], 2) for s in scores] for key in ("generation", "loglik"))
         answered = [s["answered"] for s in scores]
-        gen = (f"{generation[0]:.2f}% ({answered[0]} of {scores[0]['n']}), every seed" if len(set(generation)) == 1
-               else ", ".join(f"{g:g}" for g in generation) + f"% (answered {', '.join(map(str, answered))})")
+        gen = per_seed(generation, f"{generation[0]:.2f}% ({answered[0]} of {scores[0]['n']})")
+        if len(set(generation)) > 1:
+            gen += f" (answered {', '.join(map(str, answered))})"
         lines.append(f"| {label} | {curve} | {statistics.fmean(finals):.3f} ± {statistics.stdev(finals):.3f} "
-                     f"| {gen} | {percentages([round(s['loglik'], 2) for s in scores])} |")
+                     f"| {gen} | {per_seed(loglik, f'{loglik[0]:.2f}%')} |")
     return "\n".join(lines)
 
 
