@@ -14,7 +14,10 @@
 - the data-equivalent speed-up: L(D) = a D^-b + c fitted to the baseline's final loss at several
   budgets (arms that differ from it only in train.steps, at its learning rate), the tokens it needs to
   reach the method's final loss, divided by the method's tokens (interval: a bootstrap over seeds);
-- steps to a target loss (default: the higher of the two final losses) on the mean validation curves.
+- steps to a target loss (default: the higher of the two final losses) on the mean validation curves;
+- whether the effect depends on where it ran: for one method against its baseline in two settings
+  (fp32 and bf16-pure, say), the change in the method-baseline difference, paired over the seeds
+  both settings ran (a seed is the same initialisation and data order in each).
 
 A filter (--baseline, --method) is comma-separated terms that must all hold: a method name (the
 label `results` shows, e.g. adam, or the optimizer's name, e.g. adamw; NAME+mols for it with MoLS)
@@ -280,22 +283,63 @@ class Comparison:
     seeds: Optional[int] = None
     speedup: Optional[Speedup] = None
     steps: Optional[StepsToTarget] = None
+    per_seed: dict = field(default_factory=dict)  # PairKey -> method - baseline, when the test is paired
 
 
-def final_difference(method: Arm, baseline: Arm) -> tuple[Optional[Estimate], int, Optional[float | tuple]]:
-    """(the estimate, runs left out of a paired test, the spread the seeds-needed count uses)."""
-    m, b = method.finished(), baseline.finished()
+@dataclass
+class Contrast:
+    """One method against its baseline in two settings: does the difference change between them?"""
+    first: Comparison
+    second: Comparison
+    changed: list[str]                          # the settings the two comparisons differ in
+    change: Optional[Estimate] = None           # second's difference - first's
+
+
+def contrast(first: Comparison, second: Comparison) -> Contrast:
+    """The change in the method-baseline difference between two settings: a paired t-test on the
+    per-seed changes when both comparisons are paired and share two or more seeds; Welch's on the two
+    sets of per-seed differences when each has two or more; otherwise the change of the means alone."""
+    changed = sorted(differing_settings(first.method, second.method))
+    out = Contrast(first, second, changed)
+    a, b = first.per_seed, second.per_seed
+    common = sorted(set(a) & set(b), key=repr)
+    if len(common) >= 2:
+        out.change = stats.paired_t([b[k] - a[k] for k in common])
+    elif len(a) >= 2 and len(b) >= 2:
+        out.change = stats.welch_t(list(b.values()), list(a.values()))
+    else:
+        out.change = Estimate(second.difference.value - first.difference.value, None, None,
+                              min(first.difference.n, second.difference.n))
+    return out
+
+
+def contrasts(comparisons: list[Comparison]) -> list[Contrast]:
+    """Every two comparisons of the same method and baseline that differ only in where they ran."""
+    out = []
+    done = [c for c in comparisons if c.difference is not None]
+    for i, first in enumerate(done):
+        for second in done[i + 1:]:
+            changed = differing_settings(first.method, second.method)
+            if (first.method.label == second.method.label and first.baseline.label == second.baseline.label
+                    and not any(k.startswith(METHOD_SETTINGS) for k in changed)):
+                out.append(contrast(first, second))
+    return out
+
+
+def final_difference(c: Comparison) -> None:
+    """c.difference, c.unpaired_left_out, c.per_seed and c.spread (what the seeds-needed count uses)."""
+    m, b = c.method.finished(), c.baseline.finished()
     pairs = sorted(set(m) & set(b), key=repr)
     if len(pairs) >= 2:
-        differences = [m[k].final_loss - b[k].final_loss for k in pairs]
-        left_out = len(m) + len(b) - 2 * len(pairs)
-        return stats.paired_t(differences), left_out, statistics.stdev(differences)
-    ml, bl = method.final_losses(), baseline.final_losses()
+        c.per_seed = {k: m[k].final_loss - b[k].final_loss for k in pairs}
+        c.unpaired_left_out = len(m) + len(b) - 2 * len(pairs)
+        c.difference, c.spread = stats.paired_t(list(c.per_seed.values())), statistics.stdev(c.per_seed.values())
+        return
+    ml, bl = c.method.final_losses(), c.baseline.final_losses()
     if len(ml) >= 2 and len(bl) >= 2:
-        return stats.welch_t(ml, bl), 0, (statistics.stdev(ml), statistics.stdev(bl))
-    if ml and bl:
-        return Estimate(statistics.fmean(ml) - statistics.fmean(bl), None, None, min(len(ml), len(bl))), 0, None
-    return None, 0, None
+        c.difference, c.spread = stats.welch_t(ml, bl), (statistics.stdev(ml), statistics.stdev(bl))
+    elif ml and bl:
+        c.difference = Estimate(statistics.fmean(ml) - statistics.fmean(bl), None, None, min(len(ml), len(bl)))
 
 
 def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int = RESAMPLES) -> Speedup:
@@ -362,6 +406,7 @@ class Report:
     comparisons: list[Comparison]
     baselines: list[Arm]
     notes: list[str]                            # arms left out of the comparisons, and why
+    contrasts: list[Contrast] = field(default_factory=list)
 
 
 def build_report(runs: list[Run], baseline: str, method: Optional[str] = None, margin: Optional[float] = None,
@@ -388,7 +433,7 @@ def build_report(runs: list[Run], baseline: str, method: Optional[str] = None, m
         comparisons.append(comparison)
         if arm.lr is None or base.lr is None:
             continue
-        comparison.difference, comparison.unpaired_left_out, comparison.spread = final_difference(arm, base)
+        final_difference(comparison)
         if comparison.difference is not None:
             comparison.margin = abs(margin if margin is not None else comparison.difference.value)
             if comparison.spread is not None:
@@ -399,7 +444,7 @@ def build_report(runs: list[Run], baseline: str, method: Optional[str] = None, m
         comparison.steps = steps_to_target(arm, base, target)
     if method and not comparisons and not notes:
         raise EvidenceError(f"--method {method!r} matches no arm outside the baseline's")
-    return Report(arms, comparisons, baselines, notes)
+    return Report(arms, comparisons, baselines, notes, contrasts(comparisons))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -435,6 +480,12 @@ def design_text(c: Comparison) -> str:
     if d.design == "paired":
         return f"paired t, {d.n} pairs"
     return f"Welch t, {len(c.method.finished())}/{len(c.baseline.finished())} seeds"
+
+
+def contrast_design(change: Estimate) -> str:
+    if change.design == "paired":
+        return f"paired t over {change.n} shared seeds"
+    return "Welch t on the per-seed differences" if change.design == "welch" else "none (too few paired seeds)"
 
 
 def ratio_text(s: Optional[Speedup], flag: bool = True) -> str:
@@ -513,6 +564,18 @@ def render(report: Report, style: str = "text") -> str:
             out.append(f"{c.method.name} against {c.baseline.label}:")
         out += [bullet + line for line in comparison_sentences(c)]
     out += ([""] if style == "markdown" and report.notes else []) + [bullet.lstrip() + note for note in report.notes]
+
+    if report.contrasts:
+        out += ["", heading("Does the effect depend on the setting? (the method - baseline difference in two settings)")]
+        rows = []
+        for x in report.contrasts:
+            where = [", ".join(f"{k}={c.method.model if k == 'model' else show(c.method.settings.get(k, '(absent)'))}"
+                               for k in x.changed) for c in (x.first, x.second)]
+            rows.append([x.first.method.label, x.first.baseline.label, where[0], interval(x.first.difference, sign=True),
+                         where[1], interval(x.second.difference, sign=True), interval(x.change, sign=True),
+                         contrast_design(x.change), verdict(x.change.p) if x.change.p is not None else "–"])
+        out += table(["method", "baseline", "setting 1", "difference 1", "setting 2", "difference 2",
+                      "change (2 - 1) [95% CI]", "test", "p"], rows, style)
 
     fits = []
     for base in report.baselines:
@@ -657,6 +720,10 @@ METHODS = [
     "budget (its arms that differ only in train.steps, at its chosen rate); the ratio is the D at which the fit "
     "reaches the method's mean final loss over the method's tokens; interval: 2.5-97.5% percentiles over "
     f"{RESAMPLES} bootstrap resamples of the seeds (each budget and the method resampled independently, refitted).",
+    "Change between settings: for one method against its baseline in two settings, the second setting's "
+    "per-seed difference minus the first's, paired over the seeds both ran (same run.seed and data.shuffle_seed: "
+    "the same initialisation and data order), a paired t-test; Welch's t on the two sets of per-seed differences "
+    "when fewer than two seeds are shared.",
     "Steps to target: the first step at which the mean validation curve (reported split) reaches the target, "
     "linearly interpolated between evaluations; the default target is the higher of the two final losses "
     "(--target sets it).",

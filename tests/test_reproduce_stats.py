@@ -325,3 +325,42 @@ def test_a_study_in_progress_says_what_is_missing(tmp_path, capsys):
     assert "selection split (grid unfinished)" in out
     assert "adam+mols: 0.001: 5.100 * | 0.002: running (final loss on the selection split, seed 0)" in out
     assert "baseline's steps over the method's" in out
+
+
+def test_the_change_of_an_effect_between_settings_is_paired_over_seeds(study):
+    # MoLS against AdamW again in pure bf16, same seeds: per seed the difference moves by a known amount
+    shifts = (-0.02, -0.03, -0.01)  # bf16 difference - fp32 difference: mean -0.02, sd 0.01
+    for s in range(3):
+        base = law(D_MAIN) + 0.3 + BASELINE_OFFSETS[s]
+        write_run(study, f"adamw_bf16_s{s}", 2e-3, s, base, precision="bf16-pure", selection=base)
+        method = base + DIFFERENCES[s] + shifts[s]
+        write_run(study, f"mols_bf16_s{s}", 2e-3, s, method, mols=PAPER_RULE, precision="bf16-pure", selection=method)
+    report = report_of(study)
+    (x,) = report.contrasts
+    assert x.changed == ["train.precision"]
+    assert "bf16-pure" in x.first.method.where and "fp32" in x.second.method.where  # arms sort by setting
+    change = x.change  # fp32 - bf16 = the shifts with their sign turned: mean +0.02, sd 0.01, as by hand
+    assert (change.design, change.n, change.df) == ("paired", 3, 2)
+    t = 0.02 / (0.01 / math.sqrt(3))  # df 2: p = 1 - |t| / sqrt(t^2 + 2) = 0.074
+    assert change.value == pytest.approx(0.02, abs=1e-9) and change.p == pytest.approx(1 - t / math.sqrt(t * t + 2))
+    text = evidence.render(report)
+    assert "Does the effect depend on the setting?" in text
+    assert "train.precision=bf16-pure" in text and "paired t over 3 shared seeds" in text
+    # seeds that do not meet: Welch's test on the two sets of per-seed differences
+    for s in range(3):
+        for arm in ("adamw", "mols"):
+            (study / f"{arm}_bf16_s{s}").rename(study / f"{arm}_bf16_s{s + 3}")
+            config = yaml.safe_load((study / f"{arm}_bf16_s{s + 3}" / "config.yaml").read_text())
+            config["run"]["seed"], config["data"]["shuffle_seed"] = s + 3, 45 + s
+            (study / f"{arm}_bf16_s{s + 3}" / "config.yaml").write_text(yaml.safe_dump(config))
+    (x,) = report_of(study).contrasts
+    assert x.change.design == "welch" and x.change.value == pytest.approx(0.02, abs=1e-9)
+
+
+def test_no_change_is_reported_between_different_methods(study):
+    for s in range(3):  # the floor against AdamW, in fp32 like the paper's rule: two methods, not two settings
+        write_run(study, f"floor_s{s}", 2e-3, s, law(D_MAIN) + BASELINE_OFFSETS[s] - 0.01,
+                  mols={"enabled": True, "min_alpha": 1.0}, selection=law(D_MAIN))
+    report = report_of(study)
+    assert len(report.comparisons) == 2 and report.contrasts == []
+    assert "Does the effect depend" not in evidence.render(report)
