@@ -260,6 +260,7 @@ class Speedup:
     high: Optional[float] = None
     unreached: float = 0.0                      # share of resamples whose target lies below the fit's c
     extrapolated: str = ""                      # "" or where the needed tokens lie outside the budgets
+    without_one: list = field(default_factory=list)  # (budget's tokens, ratio) refitted without that budget
 
 
 @dataclass
@@ -372,6 +373,15 @@ def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int =
         result.extrapolated = f"beyond the baseline's largest budget ({losses[-1][0] / 1e6:.3g}M tokens)"
     elif result.tokens_needed < losses[0][0]:
         result.extrapolated = f"below the baseline's smallest budget ({losses[0][0] / 1e6:.3g}M tokens)"
+
+    if len(losses) >= 4:  # the bootstrap covers the seeds; this, how much the answer hangs on one budget
+        for left_out in range(len(losses)):
+            rest = losses[:left_out] + losses[left_out + 1:]
+            try:
+                fit = stats.fit_power_law([t for t, _ in rest], [statistics.fmean(v) for _, v in rest])
+            except stats.FitError:
+                continue
+            result.without_one.append((losses[left_out][0], fit.tokens_for(result.target) / result.method_tokens))
 
     rng = random.Random(0)  # the same interval every time the table is made
     ratios = []
@@ -672,6 +682,11 @@ def comparison_sentences(c: Comparison) -> list[str]:
                 text += f"; {s.unreached:.0%} of the resamples never reach the target"
             if any(est.n < 2 for _, est in s.budgets):
                 text += "; budgets run with one seed add nothing to the interval"
+            if s.without_one:
+                low, high = min(s.without_one, key=lambda item: item[1]), max(s.without_one, key=lambda item: item[1])
+                text += (f"; fitted without one budget it is {times(low[1])} (without {millions(low[0])} tokens) "
+                         f"to {times(high[1])} (without {millions(high[0])}): the interval does not cover the "
+                         "choice of budgets")
             lines.append(text + ".")
     st = c.steps
     if st is not None:
@@ -719,7 +734,8 @@ METHODS = [
     "Speed-up: L(D) = a D^-b + c (a > 0, c >= 0) fitted by least squares to the baseline's mean final loss at each "
     "budget (its arms that differ only in train.steps, at its chosen rate); the ratio is the D at which the fit "
     "reaches the method's mean final loss over the method's tokens; interval: 2.5-97.5% percentiles over "
-    f"{RESAMPLES} bootstrap resamples of the seeds (each budget and the method resampled independently, refitted).",
+    f"{RESAMPLES} bootstrap resamples of the seeds (each budget and the method resampled independently, refitted); "
+    "with four or more budgets, also the ratio refitted without each budget in turn (its lowest and highest).",
     "Change between settings: for one method against its baseline in two settings, the second setting's "
     "per-seed difference minus the first's, paired over the seeds both ran (same run.seed and data.shuffle_seed: "
     "the same initialisation and data order), a paired t-test; Welch's t on the two sets of per-seed differences "

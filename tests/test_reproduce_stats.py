@@ -183,6 +183,22 @@ def test_a_fixed_speed_up_is_recovered(study):
     assert s.steps_needed == pytest.approx(1.5 * STEPS, rel=1e-4)
     assert "beyond the baseline's largest budget" in s.extrapolated  # 1.5x the largest budget
     assert s.low <= s.ratio <= s.high
+    # the points lie on the law: leaving any one budget out of the fit finds the same 1.5x
+    assert [tokens for tokens, _ in s.without_one] == [tokens for tokens, _ in s.budgets]
+    assert all(ratio == pytest.approx(1.5, abs=1e-3) for _, ratio in s.without_one)
+
+
+def test_the_speed_up_says_how_much_it_hangs_on_one_budget(study):
+    for s in range(3):  # the 1/8 budget ends 0.1 higher than the law: dropping it moves the fit
+        run = study / f"adamw_lr2e-3_s{s}_steps125"
+        summary = json.loads((run / "summary.json").read_text())
+        summary["final_val_loss"] += 0.1
+        (run / "summary.json").write_text(json.dumps(summary))
+    s = only_comparison(report_of(study)).speedup
+    ratios = dict(s.without_one)
+    assert ratios[D_MAIN // 8] == pytest.approx(1.5, abs=1e-3)  # without the bent point: the law again
+    assert abs(s.ratio - 1.5) > 0.01 and min(ratios.values()) < s.ratio < max(ratios.values())
+    assert "fitted without one budget it is" in evidence.render(report_of(study))
 
 
 def test_paired_difference_and_its_p_value(study):
