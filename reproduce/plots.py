@@ -126,9 +126,22 @@ def plot_arms(arms: list, out: Path, title: str = "Validation loss per arm (repo
     """`results --baseline ... --plot`: one line per arm of the report (reproduce/evidence.py) at its
     chosen learning rate, the mean validation loss over its finished seeds with a band of one
     standard deviation; dashed with MoLS, thinner for arms that ran fewer steps (the budgets of
-    a speed-up fit)."""
+    a speed-up fit). Arms that ran in different settings (fp32 and bf16-pure, say; train.steps
+    aside) get a panel each, so that each method sits beside the baseline it is compared with."""
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(8, 4.8))
+    panels: dict[str, list] = {}
+    for arm in arms:
+        where = ", ".join(part for part in arm.where.split(", ") if part and not part.startswith("train.steps="))
+        panels.setdefault(where, []).append(arm)
+    fig, axes = plt.subplots(1, len(panels), figsize=(8 * len(panels), 4.8), squeeze=False)
+    for ax, (where, members) in zip(axes[0], sorted(panels.items())):
+        _arm_curves(ax, members)
+        ax.set_title(f"{title}: {where}" if where and len(panels) > 1 else title)
+    fig.tight_layout()
+    save(fig, out)
+
+
+def _arm_curves(ax, arms: list) -> None:
     longest = max((max(run.steps or 0 for run in arm.finished().values()) for arm in arms if arm.finished()),
                   default=0)
     for i, arm in enumerate(arms):
@@ -154,9 +167,6 @@ def plot_arms(arms: list, out: Path, title: str = "Validation loss per arm (repo
         finals = [float(min(y)) for y in losses]
         ax.set_ylim(min(finals) - 0.1, min(finals) + 1.5)
         ax.legend(fontsize="small", loc="upper right")
-    ax.set_title(title)
-    fig.tight_layout()
-    save(fig, out)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -297,6 +297,20 @@ def test_each_method_meets_the_baseline_of_its_own_setting(study):
     assert fp32.method.where == "train.precision=fp32, train.steps=1000"
 
 
+def test_the_plot_has_a_panel_per_setting(study, monkeypatch, tmp_path):
+    from reproduce import plots
+    figures = []
+    monkeypatch.setattr(plots, "save", lambda fig, out: figures.append(fig))
+    plots.plot_arms(report_of(study).arms, tmp_path / "one.png")  # fp32 only: the budgets share its panel
+    assert [ax.get_title() for ax in figures[-1].axes] == ["Validation loss per arm (reported split)"]
+    write_run(study, "adamw_bf16", 2e-3, 0, 5.5, precision="bf16-pure", selection=5.5)
+    write_run(study, "mols_bf16", 2e-3, 0, 5.4, mols=PAPER_RULE, precision="bf16-pure", selection=5.4)
+    plots.plot_arms(report_of(study).arms, tmp_path / "two.png")
+    bf16, fp32 = figures[-1].axes
+    assert bf16.get_title().endswith(": train.precision=bf16-pure") and fp32.get_title().endswith(": train.precision=fp32")
+    assert len(bf16.get_lines()) == 2 and len(fp32.get_lines()) == 5  # fp32: two full arms and three budgets
+
+
 def test_filters_that_name_nothing_are_errors(study, capsys):
     assert reproduce(["results", str(study), "--baseline", "lion"]) == 2
     assert "--baseline 'lion' matches none of the arms" in capsys.readouterr().err
