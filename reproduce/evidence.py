@@ -261,6 +261,7 @@ class Speedup:
     unreached: float = 0.0                      # share of resamples whose target lies below the fit's c
     extrapolated: str = ""                      # "" or where the needed tokens lie outside the budgets
     without_one: list = field(default_factory=list)  # (budget's tokens, ratio) refitted without that budget
+    no_fit_without: list = field(default_factory=list)  # budgets without which no curve fits
 
 
 @dataclass
@@ -292,38 +293,42 @@ class Contrast:
     """One method against its baseline in two settings: does the difference change between them?"""
     first: Comparison
     second: Comparison
-    changed: list[str]                          # the settings the two comparisons differ in
+    changed: str                                # the one setting the two comparisons differ in
     change: Optional[Estimate] = None           # second's difference - first's
+    left_out: int = 0                           # seeds that only one setting ran (paired test)
 
 
-def contrast(first: Comparison, second: Comparison) -> Contrast:
+def contrast(first: Comparison, second: Comparison, changed: str) -> Contrast:
     """The change in the method-baseline difference between two settings: a paired t-test on the
-    per-seed changes when both comparisons are paired and share two or more seeds; Welch's on the two
-    sets of per-seed differences when each has two or more; otherwise the change of the means alone."""
-    changed = sorted(differing_settings(first.method, second.method))
+    per-seed changes when both comparisons are paired and share two or more seeds; otherwise the two
+    differences as independent estimates (Welch); with a side that has no interval, the change of
+    the means alone."""
     out = Contrast(first, second, changed)
     a, b = first.per_seed, second.per_seed
     common = sorted(set(a) & set(b), key=repr)
+    d1, d2 = first.difference, second.difference
     if len(common) >= 2:
         out.change = stats.paired_t([b[k] - a[k] for k in common])
-    elif len(a) >= 2 and len(b) >= 2:
-        out.change = stats.welch_t(list(b.values()), list(a.values()))
+        out.left_out = len(a) + len(b) - 2 * len(common)
+    elif d1.se is not None and d2.se is not None:
+        out.change = stats.difference_of(d2, d1)
     else:
-        out.change = Estimate(second.difference.value - first.difference.value, None, None,
-                              min(first.difference.n, second.difference.n))
+        out.change = Estimate(d2.value - d1.value, None, None, min(d1.n, d2.n))
     return out
 
 
 def contrasts(comparisons: list[Comparison]) -> list[Contrast]:
-    """Every two comparisons of the same method and baseline that differ only in where they ran."""
+    """Every two comparisons of the same method and baseline whose arms differ, method against method
+    and baseline against baseline, in the same one setting."""
     out = []
     done = [c for c in comparisons if c.difference is not None]
     for i, first in enumerate(done):
         for second in done[i + 1:]:
             changed = differing_settings(first.method, second.method)
-            if (first.method.label == second.method.label and first.baseline.label == second.baseline.label
-                    and not any(k.startswith(METHOD_SETTINGS) for k in changed)):
-                out.append(contrast(first, second))
+            if (len(changed) == 1 and differing_settings(first.baseline, second.baseline) == changed
+                    and first.method.label == second.method.label and first.baseline.label == second.baseline.label
+                    and not next(iter(changed)).startswith(METHOD_SETTINGS)):
+                out.append(contrast(first, second, next(iter(changed))))
     return out
 
 
@@ -380,6 +385,7 @@ def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int =
             try:
                 fit = stats.fit_power_law([t for t, _ in rest], [statistics.fmean(v) for _, v in rest])
             except stats.FitError:
+                result.no_fit_without.append(losses[left_out][0])
                 continue
             result.without_one.append((losses[left_out][0], fit.tokens_for(result.target) / result.method_tokens))
 
@@ -492,10 +498,18 @@ def design_text(c: Comparison) -> str:
     return f"Welch t, {len(c.method.finished())}/{len(c.baseline.finished())} seeds"
 
 
-def contrast_design(change: Estimate) -> str:
+def setting_value(arm: Arm, key: str) -> str:
+    return arm.model if key == "model" else show(arm.settings[key]) if key in arm.settings else "(absent)"
+
+
+def contrast_design(x: Contrast) -> str:
+    change = x.change
     if change.design == "paired":
-        return f"paired t over {change.n} shared seeds"
-    return "Welch t on the per-seed differences" if change.design == "welch" else "none (too few paired seeds)"
+        return f"paired t over {change.n} shared seeds" + (f" ({x.left_out} run(s) of one setting only left out)"
+                                                           if x.left_out else "")
+    if change.design == "welch":
+        return "Welch t on the two differences (fewer than two shared seeds)"
+    return "none: a difference without an interval (one seed)"
 
 
 def ratio_text(s: Optional[Speedup], flag: bool = True) -> str:
@@ -579,11 +593,10 @@ def render(report: Report, style: str = "text") -> str:
         out += ["", heading("Does the effect depend on the setting? (the method - baseline difference in two settings)")]
         rows = []
         for x in report.contrasts:
-            where = [", ".join(f"{k}={c.method.model if k == 'model' else show(c.method.settings.get(k, '(absent)'))}"
-                               for k in x.changed) for c in (x.first, x.second)]
+            where = [f"{x.changed}={setting_value(c.method, x.changed)}" for c in (x.first, x.second)]
             rows.append([x.first.method.label, x.first.baseline.label, where[0], interval(x.first.difference, sign=True),
                          where[1], interval(x.second.difference, sign=True), interval(x.change, sign=True),
-                         contrast_design(x.change), verdict(x.change.p) if x.change.p is not None else "–"])
+                         contrast_design(x), verdict(x.change.p) if x.change.p is not None else "–"])
         out += table(["method", "baseline", "setting 1", "difference 1", "setting 2", "difference 2",
                       "change (2 - 1) [95% CI]", "test", "p"], rows, style)
 
@@ -685,8 +698,10 @@ def comparison_sentences(c: Comparison) -> list[str]:
             if s.without_one:
                 low, high = min(s.without_one, key=lambda item: item[1]), max(s.without_one, key=lambda item: item[1])
                 text += (f"; fitted without one budget it is {times(low[1])} (without {millions(low[0])} tokens) "
-                         f"to {times(high[1])} (without {millions(high[0])}): the interval does not cover the "
-                         "choice of budgets")
+                         f"to {times(high[1])} (without {millions(high[0])}): the bootstrap interval does not "
+                         "account for which budgets were run")
+            if s.no_fit_without:
+                text += "; no curve fits without " + ", ".join(f"{millions(t)} tokens" for t in s.no_fit_without)
             lines.append(text + ".")
     st = c.steps
     if st is not None:
@@ -738,8 +753,9 @@ METHODS = [
     "with four or more budgets, also the ratio refitted without each budget in turn (its lowest and highest).",
     "Change between settings: for one method against its baseline in two settings, the second setting's "
     "per-seed difference minus the first's, paired over the seeds both ran (same run.seed and data.shuffle_seed: "
-    "the same initialisation and data order), a paired t-test; Welch's t on the two sets of per-seed differences "
-    "when fewer than two seeds are shared.",
+    "the same initialisation and data order), a paired t-test; with fewer than two shared seeds, the two "
+    "differences as independent estimates (se = sqrt(se1^2 + se2^2), Welch-Satterthwaite df). Only comparisons "
+    "whose arms differ in exactly one setting are contrasted.",
     "Steps to target: the first step at which the mean validation curve (reported split) reaches the target, "
     "linearly interpolated between evaluations; the default target is the higher of the two final losses "
     "(--target sets it).",

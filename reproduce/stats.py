@@ -97,6 +97,7 @@ class Estimate:
     t: Optional[float] = None
     df: Optional[float] = None
     p: Optional[float] = None
+    se: Optional[float] = None  # the standard error the test used
 
 
 def mean_interval(values: list[float]) -> Estimate:
@@ -111,10 +112,10 @@ def mean_interval(values: list[float]) -> Estimate:
 def _test(value: float, se: float, df: float, n: int, design: str) -> Estimate:
     if se == 0.0:  # identical differences: the interval is the point, the test is decided
         return Estimate(value, value, value, n, design, math.copysign(math.inf, value) if value else 0.0, df,
-                        0.0 if value else 1.0)
+                        0.0 if value else 1.0, se)
     t = value / se
     half = t_quantile(0.5 + CONFIDENCE / 2, df) * se
-    return Estimate(value, value - half, value + half, n, design, t, df, t_two_sided_p(t, df))
+    return Estimate(value, value - half, value + half, n, design, t, df, t_two_sided_p(t, df), se)
 
 
 def paired_t(differences: list[float]) -> Estimate:
@@ -134,6 +135,16 @@ def welch_t(method: list[float], baseline: list[float]) -> Estimate:
     v1, v2 = statistics.variance(method) / n1, statistics.variance(baseline) / n2
     df = (v1 + v2) ** 2 / (v1 ** 2 / (n1 - 1) + v2 ** 2 / (n2 - 1)) if v1 + v2 > 0 else n1 + n2 - 2
     return _test(statistics.fmean(method) - statistics.fmean(baseline), math.sqrt(v1 + v2), df, min(n1, n2), "welch")
+
+
+def difference_of(second: Estimate, first: Estimate) -> Estimate:
+    """second - first for two independent tested estimates (two differences, say): se =
+    sqrt(se1^2 + se2^2), df by Welch-Satterthwaite from each estimate's own df."""
+    if second.se is None or first.se is None:
+        raise ValueError("both estimates need a standard error")
+    v1, v2 = second.se ** 2, first.se ** 2
+    df = (v1 + v2) ** 2 / (v1 ** 2 / second.df + v2 ** 2 / first.df) if v1 + v2 > 0 else second.df + first.df
+    return _test(second.value - first.value, math.sqrt(v1 + v2), df, min(second.n, first.n), "welch")
 
 
 POWER = 0.8

@@ -201,6 +201,20 @@ def test_the_speed_up_says_how_much_it_hangs_on_one_budget(study):
     assert "fitted without one budget it is" in evidence.render(report_of(study))
 
 
+def test_a_budget_without_which_no_curve_fits_is_named(study, monkeypatch):
+    fit = stats.fit_power_law
+    smallest = STEPS // 8 * TOKENS_PER_STEP
+
+    def fits_only_with_the_smallest_budget(tokens, losses):
+        if min(tokens) != smallest:
+            raise stats.FitError("no falling curve")
+        return fit(tokens, losses)
+    monkeypatch.setattr(stats, "fit_power_law", fits_only_with_the_smallest_budget)
+    s = only_comparison(report_of(study)).speedup
+    assert s.no_fit_without == [smallest] and len(s.without_one) == 3
+    assert "no curve fits without 0.512M tokens" in evidence.render(report_of(study))
+
+
 def test_paired_difference_and_its_p_value(study):
     c = only_comparison(report_of(study))
     d = c.difference
@@ -367,7 +381,7 @@ def test_the_change_of_an_effect_between_settings_is_paired_over_seeds(study):
         write_run(study, f"mols_bf16_s{s}", 2e-3, s, method, mols=PAPER_RULE, precision="bf16-pure", selection=method)
     report = report_of(study)
     (x,) = report.contrasts
-    assert x.changed == ["train.precision"]
+    assert x.changed == "train.precision"
     assert "bf16-pure" in x.first.method.where and "fp32" in x.second.method.where  # arms sort by setting
     change = x.change  # fp32 - bf16 = the shifts with their sign turned: mean +0.02, sd 0.01, as by hand
     assert (change.design, change.n, change.df) == ("paired", 3, 2)
@@ -384,7 +398,32 @@ def test_the_change_of_an_effect_between_settings_is_paired_over_seeds(study):
             config["run"]["seed"], config["data"]["shuffle_seed"] = s + 3, 45 + s
             (study / f"{arm}_bf16_s{s + 3}" / "config.yaml").write_text(yaml.safe_dump(config))
     (x,) = report_of(study).contrasts
-    assert x.change.design == "welch" and x.change.value == pytest.approx(0.02, abs=1e-9)
+    change = x.change  # two independent differences: se^2 = 0.01^2/3 (fp32) + 0.01^2/3 (bf16), df 4
+    assert change.design == "welch" and change.value == pytest.approx(0.02, abs=1e-9)
+    assert change.df == pytest.approx(4) and change.t == pytest.approx(0.02 / math.sqrt(2 * 0.01 ** 2 / 3))
+    assert change.p == pytest.approx(stats.t_two_sided_p(change.t, 4))
+    assert "Welch t on the two differences" in evidence.render(report_of(study))
+
+
+def test_a_change_with_one_seed_on_a_side_has_no_interval(study):
+    write_run(study, "adamw_bf16", 2e-3, 0, 5.5, precision="bf16-pure", selection=5.5)
+    write_run(study, "mols_bf16", 2e-3, 0, 5.4, mols=PAPER_RULE, precision="bf16-pure", selection=5.4)
+    (x,) = report_of(study).contrasts
+    assert x.change.value == pytest.approx(-0.04 - (-0.1), abs=1e-9) and x.change.low is None and x.change.p is None
+    assert "none: a difference without an interval (one seed)" in evidence.render(report_of(study))
+
+
+def test_only_comparisons_that_differ_in_one_setting_are_contrasted(study):
+    for s in range(3):  # both arms in bf16, at the full budget and at half of it
+        for steps in (STEPS, STEPS // 2):
+            base = law(steps * TOKENS_PER_STEP) + 0.3 + BASELINE_OFFSETS[s]
+            write_run(study, f"adamw_bf16_s{s}_{steps}", 2e-3, s, base, steps=steps, precision="bf16-pure",
+                      selection=base)
+            write_run(study, f"mols_bf16_s{s}_{steps}", 2e-3, s, base + DIFFERENCES[s], steps=steps, mols=PAPER_RULE,
+                      precision="bf16-pure", selection=base)
+    report = report_of(study)
+    assert len(report.comparisons) == 3  # fp32 at 1000 steps, bf16 at 500 and at 1000
+    assert sorted(x.changed for x in report.contrasts) == ["train.precision", "train.steps"]  # not both at once
 
 
 def test_no_change_is_reported_between_different_methods(study):
