@@ -12,8 +12,11 @@
   data.shuffle_seed (data order), otherwise Welch's t-test; the seeds the observed spread would need
   to detect a margin at 5% significance with 80% power;
 - the data-equivalent speed-up: L(D) = a D^-b + c fitted to the baseline's final loss at several
-  budgets (arms that differ from it only in train.steps, at its learning rate), the tokens it needs to
-  reach the method's final loss, divided by the method's tokens (interval: a bootstrap over seeds);
+  budgets (arms that differ from it only in train.steps, each at its own chosen learning rate: a
+  budget run at several rates is tuned like any arm), the tokens it needs to reach the method's final
+  loss, divided by the method's tokens (interval: a bootstrap over seeds); refused when the fit misses
+  the baseline's own final loss at the method's budget by as much as the method differs from it (the
+  curve cannot then place the method's loss, and may give a speed-up to a method that ends higher);
 - steps to a target loss (default: the higher of the two final losses) on the mean validation curves;
 - whether the effect depends on where it ran: for one method against its baseline in two settings
   (fp32 and bf16-pure, say), the change in the method-baseline difference, paired over the seeds
@@ -249,7 +252,9 @@ def differing_settings(a: Arm, b: Arm, ignore: tuple = ()) -> set:
 @dataclass
 class Speedup:
     budgets: list[tuple[float, Estimate]]      # (tokens, final loss) of the baseline per budget
+    rates: list[float] = field(default_factory=list)  # each budget's chosen learning rate
     fit: Optional[PowerLaw] = None
+    misses: Optional[float] = None              # fit - measured, the baseline's mean at the method's budget
     problem: str = ""                           # why there is no speed-up ("" when there is one)
     target: Optional[float] = None              # the method's mean final loss
     method_tokens: Optional[float] = None
@@ -350,16 +355,21 @@ def final_difference(c: Comparison) -> None:
 
 def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int = RESAMPLES) -> Speedup:
     """The tokens the baseline needs to reach the method's final loss, from L(D) = a D^-b + c fitted
-    to its final loss at every budget (mean over seeds), over the method's tokens; the interval is the
-    2.5-97.5% percentile range over bootstrap resamples of the seeds (each budget's and the method's
-    drawn independently, with replacement, and the curve refitted)."""
-    losses = []  # (tokens, [final losses]) per budget
+    to its final loss at every budget (mean over seeds, each budget at its own chosen rate), over the
+    method's tokens; the interval is the 2.5-97.5% percentile range over bootstrap resamples of the
+    seeds (each budget's and the method's drawn independently, with replacement, and the curve
+    refitted). No ratio when the fit misses the baseline's own loss at the method's budget by as much
+    as the method's difference from that loss: the curve's error there is then as large as what it
+    is asked to measure."""
+    losses = []  # (tokens, [final losses], lr) per budget
     for arm in budget_arms:
-        values, tokens = [run.final_loss for run in arm.finished(baseline.lr).values()], arm.tokens(baseline.lr)
+        values, tokens = [run.final_loss for run in arm.finished().values()], arm.tokens()
         if values and tokens:
-            losses.append((tokens, values))
-    losses.sort()
-    result = Speedup(budgets=[(tokens, stats.mean_interval(values)) for tokens, values in losses])
+            losses.append((tokens, values, arm.lr))
+    losses.sort(key=lambda budget: budget[0])
+    result = Speedup(budgets=[(tokens, stats.mean_interval(values)) for tokens, values, _ in losses],
+                     rates=[lr for _, _, lr in losses])
+    losses = [(tokens, values) for tokens, values, _ in losses]
     method_losses, result.method_tokens = method.final_losses(), method.tokens()
     if not method_losses or not result.method_tokens:
         result.problem = "the method has no finished run with a token count"
@@ -370,6 +380,17 @@ def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int =
         result.problem = str(err)
         return result
     result.target = statistics.fmean(method_losses)
+    measured = baseline.final_losses()
+    if measured and baseline.tokens():  # where the curve must be right: the point the method is judged against
+        result.misses = result.fit.loss(baseline.tokens()) - statistics.fmean(measured)
+        difference = result.target - statistics.fmean(measured)
+        if abs(result.misses) >= abs(difference):
+            result.problem = (f"the fit misses the baseline's own final loss at {millions(baseline.tokens())} tokens "
+                              f"by {result.misses:+.3f} (fit {result.fit.loss(baseline.tokens()):.3f}, measured "
+                              f"{statistics.fmean(measured):.3f}), as much as the method's difference from it "
+                              f"({difference:+.3f}): the budgets do not lie on one curve closely enough to place "
+                              "the method's loss (shorter budgets run at the rate tuned for the longest can bend it)")
+            return result
     result.tokens_needed = result.fit.tokens_for(result.target)
     result.ratio = result.tokens_needed / result.method_tokens
     per_step = baseline.tokens_per_step()
@@ -454,7 +475,7 @@ def build_report(runs: list[Run], baseline: str, method: Optional[str] = None, m
             comparison.margin = abs(margin if margin is not None else comparison.difference.value)
             if comparison.spread is not None:
                 comparison.seeds = stats.seeds_needed(comparison.spread, comparison.margin)
-        budgets = [other for other in baselines if other.finished(base.lr)
+        budgets = [other for other in baselines if other.lr is not None and other.finished()
                    and differing_settings(other, base) <= {"train.steps"}]  # base itself among them
         comparison.speedup = speedup(arm, base, budgets, resamples)
         comparison.steps = steps_to_target(arm, base, target)
@@ -513,6 +534,8 @@ def contrast_design(x: Contrast) -> str:
 
 
 def ratio_text(s: Optional[Speedup], flag: bool = True) -> str:
+    if s is not None and s.ratio is None and s.misses is not None:
+        return "refused: the fit misses the baseline"
     if s is None or s.ratio is None:
         return "–"
     bounds = f" [{times(s.low)}, {times(s.high)}]" if s.low is not None else ""
@@ -605,9 +628,12 @@ def render(report: Report, style: str = "text") -> str:
         sample = next((c.speedup for c in report.comparisons if c.baseline is base and c.speedup), None)
         if sample is None:  # no method with a finished run against it (yet)
             continue
-        points = "; ".join(f"{millions(tokens)} tokens: {interval(est)} ({est.n} seed{'s' * (est.n != 1)})"
-                           for tokens, est in sample.budgets)
-        line = f"{base.name}, lr {base.lr:.3g}: {points or 'no finished budget'}"
+        same_rate = all(lr == base.lr for lr in sample.rates)
+        points = "; ".join(f"{millions(tokens)} tokens" + ("" if same_rate else f" (lr {lr:.3g})")
+                           + f": {interval(est)} ({est.n} seed{'s' * (est.n != 1)})"
+                           for (tokens, est), lr in zip(sample.budgets, sample.rates))
+        line = f"{base.name}, " + (f"lr {base.lr:.3g}" if same_rate else "each budget at its chosen rate") + \
+            f": {points or 'no finished budget'}"
         if sample.fit:
             fit = sample.fit
             line += (f". Fit: a = {fit.a_per_token:.4g}, b = {fit.b:.3f}, c = {fit.c:.3f} (D in tokens; "
@@ -615,6 +641,8 @@ def render(report: Report, style: str = "text") -> str:
                                                  "nothing checks its shape" if fit.points == 3 else "")
                      + (", b at the end of the searched range: the data hardly constrain the fit" if fit.at_edge
                         else "") + ")")
+            if sample.misses is not None:
+                line += f"; at the baseline's own budget the fit is {sample.misses:+.3f} off its measured loss"
         elif sample.problem:
             line += f". No fit: {sample.problem}"
         fits.append(line if style == "text" else bullet + line)
@@ -747,10 +775,12 @@ METHODS = [
     "paired differences (n pairs, df = n - 1) or sqrt(s1^2 + s2^2) for unpaired arms (n seeds per arm, "
     "Welch's df); the margin is the observed difference unless --margin gives one.",
     "Speed-up: L(D) = a D^-b + c (a > 0, c >= 0) fitted by least squares to the baseline's mean final loss at each "
-    "budget (its arms that differ only in train.steps, at its chosen rate); the ratio is the D at which the fit "
-    "reaches the method's mean final loss over the method's tokens; interval: 2.5-97.5% percentiles over "
+    "budget (its arms that differ only in train.steps, each at its own chosen rate); the ratio is the D at which the "
+    "fit reaches the method's mean final loss over the method's tokens; interval: 2.5-97.5% percentiles over "
     f"{RESAMPLES} bootstrap resamples of the seeds (each budget and the method resampled independently, refitted); "
-    "with four or more budgets, also the ratio refitted without each budget in turn (its lowest and highest).",
+    "with four or more budgets, also the ratio refitted without each budget in turn (its lowest and highest). "
+    "Refused when |fit - measured| at the baseline's own budget is at least |method - baseline|: the fit's error "
+    "there would decide the answer, even its side of 1x.",
     "Change between settings: for one method against its baseline in two settings, the second setting's "
     "per-seed difference minus the first's, paired over the seeds both ran (same run.seed and data.shuffle_seed: "
     "the same initialisation and data order), a paired t-test; with fewer than two shared seeds, the two "
