@@ -23,6 +23,10 @@ Phases (each picks up what the earlier ones decided):
            (train.precision: bf16-pure, weights and optimizer state in bf16), seeds 0-2
   bf16_budgets  AdamW in bf16-pure at 1/8, 1/4 and 1/2 of the steps, seeds 0-2: the speed-up in
            the paper's precision
+  bf16_grid  tuned again in bf16-pure, seed 0: AdamW and the bf16 MoLS arm at the full budget, and
+           AdamW at each shorter budget, on half, once and twice the fp32 rate, extended like the
+           grid while the best is at an end (does a rate tuned in bf16 change the answer? do the
+           shorter budgets want another rate than the full one?)
 
 Every run is `train.py --config configs/evidence.yaml --set ...` in <out-dir>/<run name>. A run with
 a summary.json is done and skipped; a run with checkpoints continues from its latest one
@@ -47,7 +51,7 @@ ARMS = {
     "mols": ["mols.enabled=true", "mols.min_alpha=null"],
     "mols_floor": ["mols.enabled=true", "mols.min_alpha=1.0"],
 }
-PHASES = ("grid", "seeds", "budgets", "bf16", "bf16_budgets")
+PHASES = ("grid", "seeds", "budgets", "bf16", "bf16_budgets", "bf16_grid")
 BUDGET_FRACTIONS = (8, 4, 2)  # AdamW with STEPS // n steps
 SEEDS = (0, 1, 2)
 
@@ -109,16 +113,17 @@ def selection_loss(summary: dict | None) -> float:
     return float("inf") if summary is None else summary.get("final_selection_loss", summary["final_val_loss"])
 
 
-def best_rate(study: Study, arm: str, lrs: list[float], max_extensions: int) -> float | None:
+def best_rate(study: Study, arm: str, lrs: list[float], max_extensions: int, steps: int = STEPS,
+              precision: str = "fp32") -> float | None:
     """Seed 0 over the grid, extended while the best rate sits at an end of it."""
     lrs = sorted(lrs)
     for _ in range(max_extensions + 1):
         losses = {}
         for lr in lrs:
-            losses[lr] = selection_loss(study.run(arm, lr, 0))
+            losses[lr] = selection_loss(study.run(arm, lr, 0, steps, precision))
             if study.stopped:
                 return None
-        if study.dry:
+        if study.dry and float("inf") in losses.values():  # a plan, with rates not run yet: a guess
             return lrs[len(lrs) // 2]
         best = min(losses, key=losses.get)
         if best == lrs[0]:
@@ -169,10 +174,11 @@ def main(argv=None) -> int:
         for fraction in BUDGET_FRACTIONS:
             for seed in SEEDS:
                 study.run("adamw", best["adamw"], seed, steps=STEPS // fraction)
+
+    def mean_selection(arm):
+        return sum(selection_loss(study.summary(run_name(arm, best[arm], s))) for s in SEEDS) / len(SEEDS)
+    mols_arm = None if study.stopped else min(("mols", "mols_floor"), key=mean_selection)  # the one run in bf16
     if "bf16" in phases and not study.stopped:
-        def mean_selection(arm):
-            return sum(selection_loss(study.summary(run_name(arm, best[arm], s))) for s in SEEDS) / len(SEEDS)
-        mols_arm = min(("mols", "mols_floor"), key=mean_selection)
         for arm in ("adamw", mols_arm):
             for seed in SEEDS:
                 study.run(arm, best[arm], seed, precision="bf16-pure")
@@ -180,6 +186,15 @@ def main(argv=None) -> int:
         for fraction in BUDGET_FRACTIONS:
             for seed in SEEDS:
                 study.run("adamw", best["adamw"], seed, steps=STEPS // fraction, precision="bf16-pure")
+    if "bf16_grid" in phases and not study.stopped:
+        for arm, steps in [("adamw", STEPS), (mols_arm, STEPS), *(("adamw", STEPS // f) for f in BUDGET_FRACTIONS)]:
+            lr = best_rate(study, arm, [best[arm] / 2, best[arm], best[arm] * 2], args.max_extensions, steps,
+                           "bf16-pure")
+            if study.stopped:
+                break
+            if lr is not None:
+                print(f"[study] best in bf16-pure (selection half, seed 0): {run_name(arm, lr, 0, steps, 'bf16-pure')}",
+                      flush=True)
     if study.stopped:
         print("[study] stopped; run the same command again to continue", flush=True)
         return 75
