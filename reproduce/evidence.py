@@ -389,7 +389,7 @@ def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int =
                               f"by {result.misses:+.3f} (fit {result.fit.loss(baseline.tokens()):.3f}, measured "
                               f"{statistics.fmean(measured):.3f}), as much as the method's difference from it "
                               f"({difference:+.3f}): the budgets do not lie on one curve closely enough to place "
-                              "the method's loss (shorter budgets run at the rate tuned for the longest can bend it)")
+                              "the method's loss" + why_off_the_curve(losses, result.rates))
             return result
     result.tokens_needed = result.fit.tokens_for(result.target)
     result.ratio = result.tokens_needed / result.method_tokens
@@ -424,6 +424,20 @@ def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int =
     result.low, result.high = stats.percentile(ratios, 0.025), stats.percentile(ratios, 0.975)
     result.unreached = sum(math.isinf(r) for r in ratios) / len(ratios)
     return result
+
+
+def why_off_the_curve(losses: list[tuple[float, list[float]]], rates: list[float]) -> str:
+    """A likely reason the budgets lie off a D^-b + c: that curve gains less with each doubling of
+    the tokens than with the one before (it is convex in log D), so budgets whose loss falls faster
+    per doubling as they grow cannot lie on it; or the budgets share one rate, tuned for one of them."""
+    per_doubling = [(statistics.fmean(a) - statistics.fmean(b)) / math.log2(tb / ta)
+                    for (ta, a), (tb, b) in zip(losses, losses[1:])]
+    if any(later > earlier for earlier, later in zip(per_doubling, per_doubling[1:])):
+        return (" (the loss falls by " + ", ".join(f"{d:.2f}" for d in per_doubling) + " nats per doubling of the "
+                "tokens from budget to budget; a D^-b + c falls by less at each doubling than at the one before)")
+    if len(set(rates)) == 1:
+        return " (the budgets share one learning rate: shorter budgets run at a rate tuned for another can bend it)"
+    return ""
 
 
 def steps_to_target(method: Arm, baseline: Arm, target: Optional[float]) -> Optional[StepsToTarget]:

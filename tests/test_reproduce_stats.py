@@ -237,6 +237,8 @@ def test_a_fit_that_misses_the_baselines_own_loss_gives_no_speed_up(tmp_path, ca
     assert "refused: the fit misses the baseline" in out and "1.08x" not in out
     assert "Speed-up: not measured: the fit misses the baseline's own final loss" in out
     assert "at the baseline's own budget the fit is +0.0" in out
+    # why: the loss falls faster per doubling as the budgets grow, which no a D^-b + c does
+    assert "the loss falls by 0.56, 0.60, 0.72 nats per doubling of the tokens from budget to budget" in out
     # the same runs with the budgets on a power law through AdamW's mean: the fit holds and a speed-up is given
     law_through = lambda tokens: 3.0 * (tokens / full) ** -0.5 + sum(adamw) / 3 - 3.0
     for steps in (130, 260, 520):
@@ -246,6 +248,18 @@ def test_a_fit_that_misses_the_baselines_own_loss_gives_no_speed_up(tmp_path, ca
         summary_path.write_text(json.dumps(summary))
     s = only_comparison(report_of(root)).speedup
     assert abs(s.misses) < 1e-3 and s.ratio == pytest.approx(s.fit.tokens_for(s.target) / full) and s.ratio < 1
+
+
+def test_a_refusal_names_a_shared_rate_when_the_budgets_slow_down_as_a_power_law_would(tmp_path):
+    root = tmp_path / "runs"  # drops of 1.0, 0.5, 0.5 per doubling: not faster, yet no a D^-b + c through all four
+    for s, (base, method) in enumerate([(4.99, 5.0), (5.0, 5.0), (5.01, 5.02)]):
+        write_run(root, f"adamw_s{s}", 5e-3, s, base, steps=1040, selection=base)
+        write_run(root, f"mols_s{s}", 5e-3, s, method, steps=1040, mols=PAPER_RULE, selection=method)
+    for steps, final in ((130, 7.0), (260, 6.0), (520, 5.5)):
+        write_run(root, f"adamw_s0_steps{steps}", 5e-3, 0, final, steps=steps, selection=final)
+    s = only_comparison(report_of(root)).speedup
+    assert s.ratio is None and abs(s.misses) > 0.01
+    assert "the budgets share one learning rate" in s.problem and "per doubling" not in s.problem
 
 
 def test_each_budget_is_fitted_at_its_own_tuned_rate(study, capsys):
