@@ -380,14 +380,14 @@ def speedup(method: Arm, baseline: Arm, budget_arms: list[Arm], resamples: int =
         result.problem = str(err)
         return result
     result.target = statistics.fmean(method_losses)
-    measured = baseline.final_losses()
-    if measured and baseline.tokens():  # where the curve must be right: the point the method is judged against
-        result.misses = result.fit.loss(baseline.tokens()) - statistics.fmean(measured)
-        difference = result.target - statistics.fmean(measured)
+    measured, own_tokens = baseline.final_losses(), baseline.tokens()
+    if measured and own_tokens:  # where the curve must be right: the point the method is judged against
+        measured_mean, fitted = statistics.fmean(measured), result.fit.loss(own_tokens)
+        result.misses, difference = fitted - measured_mean, result.target - measured_mean
         if abs(result.misses) >= abs(difference):
-            result.problem = (f"the fit misses the baseline's own final loss at {millions(baseline.tokens())} tokens "
-                              f"by {result.misses:+.3f} (fit {result.fit.loss(baseline.tokens()):.3f}, measured "
-                              f"{statistics.fmean(measured):.3f}), as much as the method's difference from it "
+            result.problem = (f"the fit misses the baseline's own final loss at {millions(own_tokens)} tokens "
+                              f"by {result.misses:+.3f} (fit {fitted:.3f}, measured "
+                              f"{measured_mean:.3f}), as much as the method's difference from it "
                               f"({difference:+.3f}): the budgets do not lie on one curve closely enough to place "
                               "the method's loss" + why_off_the_curve(losses, result.rates))
             return result

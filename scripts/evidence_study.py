@@ -190,11 +190,10 @@ def main(argv=None) -> int:
         for arm, steps in [("adamw", STEPS), (mols_arm, STEPS), *(("adamw", STEPS // f) for f in BUDGET_FRACTIONS)]:
             lr = best_rate(study, arm, [best[arm] / 2, best[arm], best[arm] * 2], args.max_extensions, steps,
                            "bf16-pure")
-            if study.stopped:
+            if study.stopped:  # the only way best_rate returns None
                 break
-            if lr is not None:
-                print(f"[study] best in bf16-pure (selection half, seed 0): {run_name(arm, lr, 0, steps, 'bf16-pure')}",
-                      flush=True)
+            print(f"[study] best in bf16-pure (selection half, seed 0): {run_name(arm, lr, 0, steps, 'bf16-pure')}",
+                  flush=True)
     if study.stopped:
         print("[study] stopped; run the same command again to continue", flush=True)
         return 75
